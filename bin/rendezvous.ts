@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+/**
+ * The `rendezvous` command (alias `websocket-star`): flags and environment →
+ * options → start(); signals; exit codes. Bad configuration exits 2 with one
+ * line naming the option.
+ */
+import yargs from 'yargs'
+import { hideBin } from 'yargs/helpers'
+import { CLI_DEFAULTS, OPTION_SPECS, OptionError, start, type Options } from '../src/index.js'
+import { optionsFromCommandLine } from '../src/options.js'
+import { VERSION } from '../src/version.js'
+
+const EXIT_CONFIG = 2
+
+function die (message: string): never {
+  process.stderr.write(`rendezvous: ${message}\n`)
+  process.exit(EXIT_CONFIG)
+}
+
+function describe (spec: typeof OPTION_SPECS[number]): string {
+  const fallback = (CLI_DEFAULTS as unknown as Record<string, unknown>)[spec.key]
+  const shown = spec.negated === true || fallback === undefined ? '' : ` (default: ${String(fallback)})`
+  return `${spec.describe}${shown} [env ${spec.env}]`
+}
+
+async function main (): Promise<void> {
+  let cli = yargs(hideBin(process.argv))
+    .scriptName('rendezvous')
+    .usage('$0 [options]\n\nThe rendezvous server for libp2p-websocket-star peers.')
+    .version(VERSION)
+    .help('help')
+    .strict()
+    .parserConfiguration({ 'camel-case-expansion': false })
+    .fail((message, err) => { die(message ?? err?.message ?? 'invalid arguments') })
+  for (const spec of OPTION_SPECS) {
+    cli = cli.option(spec.flag, {
+      // numbers are parsed by options.ts, so that flags and env vars share one message
+      type: spec.kind === 'boolean' ? 'boolean' : 'string',
+      describe: describe(spec),
+      ...(spec.alias !== undefined ? { alias: spec.alias } : {})
+    })
+  }
+  const argv = await cli.parseAsync() as Record<string, unknown>
+
+  let options: Options
+  try {
+    options = optionsFromCommandLine(argv, process.env)
+  } catch (err) {
+    if (err instanceof OptionError) die(err.message)
+    throw err
+  }
+
+  let server
+  try {
+    server = await start(options, CLI_DEFAULTS)
+  } catch (err) {
+    if (err instanceof OptionError) die(err.message)
+    const e = err as NodeJS.ErrnoException
+    if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
+      die(`cannot listen on ${String(options.host ?? CLI_DEFAULTS.host)}:${String(options.port ?? CLI_DEFAULTS.port)} (${e.code})`)
+    }
+    // a bad key, certificate or passphrase surfaces here from node:tls
+    if (typeof e.message === 'string' && /PEM|pfx|mac verify|passphrase|key|certificate|asn1/i.test(e.message)) {
+      die(`TLS (--key/--cert/--pfx/--passphrase): ${e.message.split('\n')[0] ?? ''}`)
+    }
+    throw err
+  }
+  if (options.cryptoChallenge === false) {
+    process.stderr.write('rendezvous: warning: the crypto challenge is disabled, joins are not authenticated\n')
+  }
+  process.stdout.write(`Listening on: ${server.info.uri}\n`)
+
+  let signalled = false
+  const shutdown = (signal: NodeJS.Signals): void => {
+    if (signalled) {
+      process.stderr.write(`rendezvous: ${signal} again, exiting now\n`)
+      process.exit(1)
+    }
+    signalled = true
+    process.stdout.write(`Received ${signal}, stopping\n`)
+    server.stop().then(() => {
+      process.stdout.write('Rendezvous server stopped\n')
+      process.exit(0)
+    }, (err: unknown) => {
+      process.stderr.write(`rendezvous: error while stopping: ${String(err)}\n`)
+      process.exit(1)
+    })
+  }
+  process.on('SIGINT', shutdown)
+  process.on('SIGTERM', shutdown)
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`rendezvous: ${err instanceof Error ? err.message : String(err)}\n`)
+  process.exit(1)
+})

@@ -1,0 +1,47 @@
+/**
+ * Every default and bound of the server, with its unit. Each one is also an
+ * option (see options.ts); these are the values used when it is not given.
+ */
+
+const second = 1000
+const minute = 60 * second
+const KiB = 1024
+const MiB = 1024 * KiB
+
+/** Port of the CLI (the old `rendezvous` command's default). */
+export const CLI_PORT = 9090
+/** Port of `start()` when none is given (the old library's default). */
+export const LIBRARY_PORT = 13579
+/** Interface to listen on. */
+export const HOST = '0.0.0.0'
+
+/** How often each joined address is announced again to every other peer. */
+export const REFRESH_PEER_LIST_INTERVAL_MS = 10 * second
+
+/** How long a crypto challenge waits for its signature before it is dropped. */
+export const CHALLENGE_TTL_MS = 1 * minute
+/** Unanswered crypto challenges one connection may have at once. */
+export const MAX_PENDING_CHALLENGES_PER_CONNECTION = 16
+
+/** Longest address string accepted; real websocket-star addresses are ~120 characters. */
+export const MAX_ADDRESS_LENGTH = 1 * KiB
+/** Longest `data` argument of `ss-join`: an RSA-4096 public key is ~1.1 KiB of hex. */
+export const MAX_JOIN_DATA_LENGTH = 8 * KiB
+
+/** Largest Socket.IO message a client may send; relayed chunks of 1 MiB must fit. */
+export const MAX_MESSAGE_BYTES = 4 * MiB
+
+/** Socket.IO path, fixed by the client. */
+export const SOCKET_IO_PATH = '/socket.io'
+
+/** Socket.IO room of every connection that holds at least one address. */
+export const JOINED_ROOM = 'joined'
+
+/**
+ * The discovery scheduler wakes this often at most, announcing a slice of the
+ * joined addresses each time, so that a refresh interval's announcements are
+ * spread evenly over the interval instead of going out in one burst.
+ */
+export const DISCOVERY_TICK_MAX_MS = 100
+/** ...and at least this long apart, for very short refresh intervals. */
+export const DISCOVERY_TICK_MIN_MS = 5

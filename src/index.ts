@@ -1,0 +1,137 @@
+/**
+ * `start(options)`: wires the parts together and returns the server handle.
+ */
+import type { AddressInfo } from 'node:net'
+import debug from 'debug'
+import { Challenges } from './challenge.js'
+import { Discovery } from './discovery.js'
+import { createServer } from './http.js'
+import { Joins } from './join.js'
+import { createMetrics } from './metrics.js'
+import { resolveConfig, type Config, type Defaults, type Options } from './options.js'
+import { renderPage, websocketStarAddress } from './page.js'
+import type { PeerSocket } from './protocol.js'
+import { Registry } from './registry.js'
+import { createSocketServer, wireSockets } from './socket.js'
+import { VERSION } from './version.js'
+
+export type { Options } from './options.js'
+export { OptionError, CLI_DEFAULTS, LIBRARY_DEFAULTS, OPTION_SPECS } from './options.js'
+export { ERRORS } from './protocol.js'
+
+const log = debug('rendezvous:server')
+
+export interface ServerInfo {
+  port: number
+  host: string
+  /** e.g. `http://127.0.0.1:9090` */
+  uri: string
+  protocol: 'http' | 'https'
+}
+
+/** Sizes of the server's internal tables, for tests and leak checks. */
+export interface ServerStats {
+  peers: number
+  connections: number
+  joinedConnections: number
+  pendingChallenges: number
+  challengeConnections: number
+  announcedAddresses: number
+  announcementsSent: number
+}
+
+export interface RendezvousServer {
+  info: ServerInfo
+  /** Joined addresses, each with the id of the connection that holds it. */
+  peers: () => Record<string, string>
+  stats: () => ServerStats
+  /** Disconnects every client, releases the port and frees every timer. */
+  stop: () => Promise<void>
+}
+
+function formatUri (protocol: string, host: string, port: number): string {
+  return `${protocol}://${host.includes(':') ? `[${host}]` : host}:${port}`
+}
+
+export async function start (options: Options = {}, defaults?: Defaults): Promise<RendezvousServer> {
+  const config: Config = resolveConfig(options, defaults)
+  const startedAt = Date.now()
+  let stopping = false
+
+  const registry = new Registry<PeerSocket>()
+  const challenges = new Challenges(config.challengeTimeoutMS, config.maxPendingChallenges)
+  const metrics = createMetrics(config.metrics, { peers: () => registry.size })
+
+  const http = createServer(config.tls, {
+    page: (hostHeader, secure) => renderPage(websocketStarAddress(hostHeader, secure), {
+      peers: registry.size,
+      connections: io.engine.clientsCount,
+      relayedStreams: 0,
+      uptimeSeconds: (Date.now() - startedAt) / 1000,
+      version: VERSION
+    }),
+    metrics: metrics.scrape,
+    health: () => ({
+      status: stopping ? 503 : 200,
+      body: { status: stopping ? 'stopping' : 'ok', uptime: Math.floor((Date.now() - startedAt) / 1000), peers: registry.size }
+    })
+  })
+  const io = createSocketServer(http)
+  const discovery = new Discovery(io, config.refreshPeerListIntervalMS)
+  const joins = new Joins(config, registry, challenges, discovery, metrics)
+  wireSockets(io, { joins })
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', reject)
+      http.listen(config.port, config.host, () => {
+        http.off('error', reject)
+        resolve()
+      })
+    })
+  } catch (err) {
+    discovery.stop()
+    challenges.stop()
+    await io.close()
+    throw err
+  }
+
+  const protocol = config.tls !== undefined ? 'https' : 'http'
+  const port = (http.address() as AddressInfo).port
+  const info: ServerInfo = { port, host: config.host, uri: formatUri(protocol, config.host, port), protocol }
+  log('listening on %s', info.uri)
+
+  let stopped: Promise<void> | undefined
+  return {
+    info,
+    peers: () => {
+      const peers: Record<string, string> = {}
+      for (const [address, socket] of registry.entries()) peers[address] = socket.id
+      return peers
+    },
+    stats: () => ({
+      peers: registry.size,
+      connections: io.engine.clientsCount,
+      joinedConnections: registry.connections,
+      pendingChallenges: challenges.pending,
+      challengeConnections: challenges.connections,
+      announcedAddresses: discovery.size,
+      announcementsSent: discovery.sent
+    }),
+    stop: async () => {
+      if (stopped !== undefined) return await stopped
+      stopping = true
+      stopped = (async () => {
+        log('stopping')
+        discovery.stop()
+        // disconnects every socket, then closes the HTTP server
+        const closed = io.close()
+        http.closeAllConnections()
+        await closed
+        challenges.stop()
+        log('stopped')
+      })()
+      return await stopped
+    }
+  }
+}

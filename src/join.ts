@@ -1,0 +1,95 @@
+/**
+ * `ss-join`, `ss-leave` and disconnect: the join flow across the crypto
+ * challenge, the registry and discovery (PROTOCOL.md, "Client → server").
+ */
+import debug from 'debug'
+import { WebSocketStar } from '@multiformats/mafmt'
+import { Challenges, keyForPeerId } from './challenge.js'
+import type { Discovery } from './discovery.js'
+import type { Metrics } from './metrics.js'
+import { ERRORS, type Ack, type JoinRequest, type PeerSocket } from './protocol.js'
+import type { Registry } from './registry.js'
+
+const log = debug('rendezvous:join')
+
+export interface JoinConfig {
+  cryptoChallenge: boolean
+  strictMultiaddr: boolean
+}
+
+export class Joins {
+  constructor (
+    private readonly config: JoinConfig,
+    private readonly registry: Registry<PeerSocket>,
+    private readonly challenges: Challenges,
+    private readonly discovery: Discovery,
+    private readonly metrics: Metrics
+  ) {}
+
+  async join (socket: PeerSocket, request: JoinRequest): Promise<void> {
+    const { address, data } = request
+    const ack: Ack = request.ack ?? (() => {})
+    const isSignature = this.config.cryptoChallenge && this.challenges.has(socket.id, address)
+    // as the old server counted: the signature step is part of the join it answers
+    if (!isSignature) this.metrics.joinAttempt()
+    const fail = (error: string): void => {
+      log('[%s] join %s refused: %s', socket.id, address, error)
+      this.metrics.joinFailure()
+      ack(error)
+    }
+
+    if (this.config.strictMultiaddr && !WebSocketStar.matches(request.multiaddr)) return fail(ERRORS.INVALID_MULTIADDR)
+    if (!this.config.cryptoChallenge) return this.finalize(socket, address, ack)
+    if (data === '') return fail(ERRORS.NO_ID)
+
+    if (isSignature) {
+      const result = await this.challenges.verify(socket.id, address, data)
+      if (result !== 'verified') return fail(result)
+      // the connection may have closed while the signature was checked
+      if (!socket.connected) return
+      return this.finalize(socket, address, ack)
+    }
+
+    const key = keyForPeerId(data, request.peerId)
+    if (typeof key === 'string') return fail(key)
+    const begun = this.challenges.begin(socket.id, address, key)
+    if ('error' in begun) return fail(begun.error)
+    log('[%s] challenge sent for %s', socket.id, address)
+    ack(null, begun.nonce)
+  }
+
+  leave (socket: PeerSocket, address: string): void {
+    if (!this.registry.release(address, socket)) return
+    log('[%s] left %s', socket.id, address)
+    this.forget(socket, address)
+  }
+
+  disconnect (socket: PeerSocket): void {
+    for (const address of this.registry.releaseAll(socket.id)) {
+      log('[%s] gone, releasing %s', socket.id, address)
+      this.discovery.remove(address)
+    }
+    this.challenges.dropConnection(socket.id)
+  }
+
+  private finalize (socket: PeerSocket, address: string, ack: Ack): void {
+    const previous = this.registry.claim(address, socket)
+    if (previous !== undefined) {
+      log('[%s] takes %s over from [%s]', socket.id, address, previous.id)
+      this.forget(previous, address)
+    }
+    this.discovery.subscribe(socket)
+    const others: string[] = []
+    for (const other of this.registry.addresses()) if (other !== address) others.push(other)
+    this.metrics.joinSuccess()
+    log('[%s] joined %s', socket.id, address)
+    ack(null, null, others)
+    this.discovery.add(address, socket.id)
+  }
+
+  /** `socket` no longer holds `address`: stop announcing it, and to it if it holds nothing. */
+  private forget (socket: PeerSocket, address: string): void {
+    this.discovery.remove(address)
+    if (this.registry.addressesOf(socket.id) === undefined) this.discovery.unsubscribe(socket)
+  }
+}

@@ -1,0 +1,215 @@
+import { readFileSync } from 'node:fs'
+import * as C from './constants.js'
+
+/** What `start()` accepts. Every field is optional; see `LIBRARY_DEFAULTS`. */
+export interface Options {
+  /** TCP port; 0 picks a free one. */
+  port?: number
+  host?: string
+  /** TLS private key and certificate: a file path or the PEM itself. */
+  key?: string | Buffer
+  cert?: string | Buffer
+  /** TLS PKCS#12 bundle: a file path or its bytes, with `passphrase`. */
+  pfx?: string | Buffer
+  passphrase?: string
+  cryptoChallenge?: boolean
+  strictMultiaddr?: boolean
+  metrics?: boolean
+  refreshPeerListIntervalMS?: number
+  challengeTimeoutMS?: number
+  maxPendingChallenges?: number
+}
+
+export type TlsConfig =
+  | { key: Buffer, cert: Buffer, passphrase?: string }
+  | { pfx: Buffer, passphrase?: string }
+
+/** Options after defaults and validation: what the modules read. */
+export interface Config {
+  port: number
+  host: string
+  tls?: TlsConfig
+  cryptoChallenge: boolean
+  strictMultiaddr: boolean
+  metrics: boolean
+  refreshPeerListIntervalMS: number
+  challengeTimeoutMS: number
+  maxPendingChallenges: number
+}
+
+type Kind = 'port' | 'ms' | 'count' | 'string' | 'tls-file' | 'boolean'
+
+/** One option, as `start()`, the command line and the environment name it. */
+export interface OptionSpec {
+  key: keyof Options
+  /** Command-line flag, without the dashes. */
+  flag: string
+  alias?: string
+  env: string
+  kind: Kind
+  /** The flag and variable say "disable": set means the option is false. */
+  negated?: boolean
+  describe: string
+}
+
+export const OPTION_SPECS: readonly OptionSpec[] = [
+  { key: 'port', flag: 'port', alias: 'p', env: 'PORT', kind: 'port', describe: 'TCP port to listen on (0 picks a free one)' },
+  { key: 'host', flag: 'host', alias: 'h', env: 'HOST', kind: 'string', describe: 'interface to listen on' },
+  { key: 'key', flag: 'key', env: 'KEY', kind: 'tls-file', describe: 'TLS private key file (PEM), with --cert' },
+  { key: 'cert', flag: 'cert', env: 'CERT', kind: 'tls-file', describe: 'TLS certificate file (PEM), with --key' },
+  { key: 'pfx', flag: 'pfx', env: 'PFX', kind: 'tls-file', describe: 'TLS PKCS#12 file, instead of --key and --cert' },
+  { key: 'passphrase', flag: 'passphrase', env: 'PFX_PASSPHRASE', kind: 'string', describe: 'passphrase of --pfx (or of an encrypted --key)' },
+  { key: 'cryptoChallenge', flag: 'disableCryptoChallenge', env: 'DISABLE_CRYPTO_CHALLENGE', kind: 'boolean', negated: true, describe: 'let peers join without proving they own their peer id' },
+  { key: 'strictMultiaddr', flag: 'disableStrictMultiaddr', env: 'DISABLE_STRICT_MULTIADDR', kind: 'boolean', negated: true, describe: 'accept addresses that are not websocket-star multiaddrs' },
+  { key: 'metrics', flag: 'disableMetrics', env: 'DISABLE_METRICS', kind: 'boolean', negated: true, describe: 'do not serve Prometheus metrics on /metrics' },
+  { key: 'refreshPeerListIntervalMS', flag: 'refreshPeerListIntervalMS', env: 'REFRESH_PEER_LIST_INTERVAL_MS', kind: 'ms', describe: 'how often every joined address is announced again, in ms' },
+  { key: 'challengeTimeoutMS', flag: 'challengeTimeoutMS', env: 'CHALLENGE_TIMEOUT_MS', kind: 'ms', describe: 'how long a crypto challenge waits for its signature, in ms' },
+  { key: 'maxPendingChallenges', flag: 'maxPendingChallenges', env: 'MAX_PENDING_CHALLENGES', kind: 'count', describe: 'unanswered crypto challenges one connection may have' }
+]
+
+/** A value for every option that has a default. */
+export type Defaults = Omit<Config, 'tls'>
+
+/** Defaults of `start()`: those of the old library. */
+export const LIBRARY_DEFAULTS: Defaults = {
+  port: C.LIBRARY_PORT,
+  host: C.HOST,
+  cryptoChallenge: true,
+  strictMultiaddr: false,
+  metrics: false,
+  refreshPeerListIntervalMS: C.REFRESH_PEER_LIST_INTERVAL_MS,
+  challengeTimeoutMS: C.CHALLENGE_TTL_MS,
+  maxPendingChallenges: C.MAX_PENDING_CHALLENGES_PER_CONNECTION
+}
+
+/** Defaults of the `rendezvous` command: those of the old command. */
+export const CLI_DEFAULTS: Defaults = {
+  ...LIBRARY_DEFAULTS,
+  port: C.CLI_PORT,
+  strictMultiaddr: true,
+  metrics: true
+}
+
+/** A bad option value; `option` is how the user wrote its name. */
+export class OptionError extends Error {
+  constructor (readonly option: string, problem: string) {
+    super(`${option}: ${problem}`)
+    this.name = 'OptionError'
+  }
+}
+
+const TRUE_WORDS = new Set(['1', 'true', 'yes'])
+const FALSE_WORDS = new Set(['0', 'false', 'no'])
+
+function parseInteger (raw: unknown, option: string, min: number, max: number, what: string): number {
+  const n = typeof raw === 'string' && /^\s*\d+\s*$/.test(raw) ? Number(raw) : raw
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
+    throw new OptionError(option, `${JSON.stringify(raw)} is not ${what}`)
+  }
+  return n
+}
+
+/**
+ * Converts a value as the user gave it (a string from the command line or the
+ * environment, or a typed value from `start()`) to the option's type.
+ */
+export function parseOptionValue (spec: OptionSpec, raw: unknown, option: string): unknown {
+  switch (spec.kind) {
+    case 'port':
+      return parseInteger(raw, option, 0, 65535, 'a port number (0 to 65535)')
+    case 'ms':
+      return parseInteger(raw, option, 1, 2 ** 31 - 1, 'a duration in milliseconds (a whole number from 1)')
+    case 'count':
+      return parseInteger(raw, option, 1, Number.MAX_SAFE_INTEGER, 'a count (a whole number from 1)')
+    case 'string':
+      if (typeof raw !== 'string' || raw === '') throw new OptionError(option, 'must be a non-empty string')
+      return raw
+    case 'tls-file':
+      if (Buffer.isBuffer(raw)) return raw
+      if (typeof raw !== 'string' || raw === '') throw new OptionError(option, 'must be a file path')
+      return raw
+    case 'boolean': {
+      if (typeof raw === 'boolean') return raw
+      const word = typeof raw === 'string' ? raw.trim().toLowerCase() : ''
+      if (TRUE_WORDS.has(word)) return true
+      if (FALSE_WORDS.has(word)) return false
+      throw new OptionError(option, `${JSON.stringify(raw)} is not one of 1, true, yes, 0, false, no`)
+    }
+  }
+}
+
+/**
+ * Options from the command line (already parsed by yargs, keyed by flag) and
+ * the environment. A flag wins over its variable; an empty variable counts as
+ * unset. Names in errors are written as the user wrote them.
+ */
+export function optionsFromCommandLine (argv: Record<string, unknown>, env: NodeJS.ProcessEnv): Options {
+  const options: Record<string, unknown> = {}
+  for (const spec of OPTION_SPECS) {
+    const fromFlag = argv[spec.flag]
+    const fromEnv = env[spec.env]
+    let value: unknown
+    let name: string
+    if (fromFlag !== undefined) {
+      name = `--${spec.flag}`
+      value = parseOptionValue(spec, fromFlag, name)
+    } else if (fromEnv !== undefined && fromEnv !== '') {
+      name = spec.env
+      value = parseOptionValue(spec, fromEnv, name)
+    } else continue
+    // read files here, so that an error names the flag or variable as written
+    if (spec.kind === 'tls-file') value = readTlsFile(value as string, name)
+    // `--disableMetrics` and `DISABLE_METRICS=1` both mean `metrics: false`
+    options[spec.key] = spec.negated === true ? !(value as boolean) : value
+  }
+  return options as Options
+}
+
+function readTlsFile (value: string | Buffer, option: string): Buffer {
+  if (Buffer.isBuffer(value)) return value
+  // a PEM given inline rather than as a path
+  if (value.includes('-----BEGIN ')) return Buffer.from(value)
+  try {
+    return readFileSync(value)
+  } catch (err) {
+    throw new OptionError(option, `cannot read ${JSON.stringify(value)} (${(err as NodeJS.ErrnoException).code ?? String(err)})`)
+  }
+}
+
+function resolveTls (options: Options): TlsConfig | undefined {
+  const { key, cert, pfx, passphrase } = options
+  if (pfx !== undefined) {
+    if (key !== undefined || cert !== undefined) throw new OptionError('pfx', 'give either pfx or key and cert, not both')
+    return { pfx: readTlsFile(pfx, 'pfx'), ...(passphrase !== undefined ? { passphrase } : {}) }
+  }
+  if (key === undefined && cert === undefined) return undefined
+  if (key === undefined) throw new OptionError('key', 'cert was given without key')
+  if (cert === undefined) throw new OptionError('cert', 'key was given without cert')
+  return { key: readTlsFile(key, 'key'), cert: readTlsFile(cert, 'cert'), ...(passphrase !== undefined ? { passphrase } : {}) }
+}
+
+/**
+ * Checks every option given to `start()` and fills in the defaults.
+ * Throws an `OptionError` naming the first bad option.
+ */
+export function resolveConfig (options: Options, defaults: Defaults = LIBRARY_DEFAULTS): Config {
+  const merged: Record<string, unknown> = { ...defaults }
+  for (const spec of OPTION_SPECS) {
+    const value = options[spec.key]
+    if (value === undefined) continue
+    merged[spec.key] = parseOptionValue(spec, value, spec.key)
+  }
+  const m = merged as unknown as Options & Defaults
+  const tls = resolveTls(m)
+  return {
+    port: m.port,
+    host: m.host,
+    ...(tls !== undefined ? { tls } : {}),
+    cryptoChallenge: m.cryptoChallenge,
+    strictMultiaddr: m.strictMultiaddr,
+    metrics: m.metrics,
+    refreshPeerListIntervalMS: m.refreshPeerListIntervalMS,
+    challengeTimeoutMS: m.challengeTimeoutMS,
+    maxPendingChallenges: m.maxPendingChallenges
+  }
+}

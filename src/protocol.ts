@@ -1,0 +1,141 @@
+/**
+ * The wire contract (shared/PROTOCOL.md): event names, their typed maps,
+ * every error string, and the checks that turn a socket event's untrusted
+ * arguments into typed requests. Everything past this file trusts its input.
+ */
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import type { Server, Socket } from 'socket.io'
+import { MAX_ADDRESS_LENGTH, MAX_JOIN_DATA_LENGTH } from './constants.js'
+
+/** Strings sent through acknowledgements. Always strings: an Error JSON-encodes to `{}`. */
+export const ERRORS = {
+  INVALID_REQUEST: 'Invalid request',
+  INVALID_MULTIADDR: 'Invalid multiaddr',
+  NO_ID: 'Crypto Challenge required but no Id provided',
+  ID_MISMATCH: 'Id is not matching',
+  CRYPTO_ERROR: 'Crypto error',
+  SIGNATURE_INVALID: 'Signature Invalid',
+  TOO_MANY_CHALLENGES: 'Too many pending crypto challenges',
+  NOT_AUTHORIZED: 'Not authorized for this address',
+  PEER_NOT_FOUND: 'Peer not found',
+  DIAL_TIMEOUT: 'Dial timeout',
+  INTERNAL: 'Internal server error'
+} as const
+
+export type ErrorString = typeof ERRORS[keyof typeof ERRORS]
+
+/** What the server answers through an acknowledgement: an error string or null, then results. */
+export type Ack = (err: string | null, ...results: unknown[]) => void
+
+export const EVENTS = {
+  JOIN: 'ss-join',
+  LEAVE: 'ss-leave',
+  DIAL: 'ss-dial',
+  PEER: 'ws-peer',
+  // spelt with a double m on the wire
+  INCOMING: 'ss-incomming'
+} as const
+
+/** Prefix of the relayed-stream sub-protocol's events (socket.io-pull-stream). */
+export const STREAM_EVENT_PREFIX = 'socket.io-pull-stream.'
+
+export type StreamEventName = `socket.io-pull-stream.${string}`
+
+/**
+ * Client → server. Arguments arrive untyped from the network: they are
+ * `unknown` here and become typed requests in the parse functions below.
+ */
+export interface ClientToServerEvents {
+  'ss-join': (...args: unknown[]) => void
+  'ss-leave': (...args: unknown[]) => void
+  'ss-dial': (...args: unknown[]) => void
+}
+
+/** Server → client. */
+export interface ServerToClientEvents {
+  'ws-peer': (address: string) => void
+  'ss-incomming': (dialId: string, from: string, ack: (...answer: unknown[]) => void) => void
+  [stream: StreamEventName]: (...args: unknown[]) => void
+}
+
+export interface JoinRequest {
+  address: string
+  multiaddr: Multiaddr
+  /** The peer id written in the address: the text after its last `/ipfs/` or `/p2p/`. */
+  peerId: string
+  /** Hex public key, hex signature, or empty. */
+  data: string
+  ack: Ack | undefined
+}
+
+export interface DialRequest {
+  from: string
+  to: string
+  dialId: string
+  ack: Ack
+}
+
+/** A request that failed its checks, with the ack to answer `Invalid request` on, if any. */
+export interface Rejected {
+  invalid: true
+  ack: Ack | undefined
+}
+
+function ackOf (value: unknown): Ack | undefined {
+  return typeof value === 'function' ? value as Ack : undefined
+}
+
+function isAddressString (value: unknown): value is string {
+  return typeof value === 'string' && value.length > 0 && value.length <= MAX_ADDRESS_LENGTH
+}
+
+/** The peer id of an address, as the old server read it. */
+export function peerIdOfAddress (address: string): string {
+  const ipfs = address.lastIndexOf('ipfs/')
+  const p2p = address.lastIndexOf('p2p/')
+  if (ipfs < 0 && p2p < 0) return ''
+  return ipfs > p2p ? address.slice(ipfs + 5) : address.slice(p2p + 4)
+}
+
+/** `ss-join(address, data, ack)`. */
+export function parseJoin (args: unknown[]): JoinRequest | Rejected {
+  const [address, data, maybeAck] = args
+  const ack = ackOf(maybeAck)
+  if (!isAddressString(address) || typeof data !== 'string' || data.length > MAX_JOIN_DATA_LENGTH) {
+    return { invalid: true, ack }
+  }
+  let ma: Multiaddr
+  try {
+    ma = multiaddr(address)
+  } catch {
+    return { invalid: true, ack }
+  }
+  return { address, multiaddr: ma, peerId: peerIdOfAddress(address), data, ack }
+}
+
+/** `ss-leave(address)`: the address, or undefined when it is not one. */
+export function parseLeave (args: unknown[]): string | undefined {
+  return isAddressString(args[0]) ? args[0] : undefined
+}
+
+/** Longest dial id accepted; the client sends a 36-character uuid. */
+export const MAX_DIAL_ID_LENGTH = 128
+
+/** `ss-dial(from, to, dialId, ack)`. */
+export function parseDial (args: unknown[]): DialRequest | Rejected {
+  const [from, to, dialId, maybeAck] = args
+  const ack = ackOf(maybeAck)
+  if (ack === undefined || !isAddressString(from) || !isAddressString(to) ||
+      typeof dialId !== 'string' || dialId.length === 0 || dialId.length > MAX_DIAL_ID_LENGTH) {
+    return { invalid: true, ack }
+  }
+  return { from, to, dialId, ack }
+}
+
+export function isRejected<T extends object> (request: T | Rejected): request is Rejected {
+  return 'invalid' in request
+}
+
+/** The Socket.IO server and sockets, typed by the maps above. */
+export type RendezvousServer = Server<ClientToServerEvents, ServerToClientEvents>
+export type PeerSocket = Socket<ClientToServerEvents, ServerToClientEvents>

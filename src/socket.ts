@@ -1,0 +1,85 @@
+/**
+ * Socket.IO wiring: the server options old and new clients need, and the
+ * edge where every socket event is checked once and handed to the module that
+ * owns it. A handler that throws is logged and answered, never fatal.
+ */
+import type { Server as HttpServer } from 'node:http'
+import debug from 'debug'
+import { Server } from 'socket.io'
+import { MAX_MESSAGE_BYTES, SOCKET_IO_PATH } from './constants.js'
+import type { Joins } from './join.js'
+import { ERRORS, EVENTS, isRejected, parseJoin, parseLeave, type Ack, type PeerSocket, type RendezvousServer } from './protocol.js'
+
+const log = debug('rendezvous:socket')
+const logError = debug('rendezvous:error')
+
+export interface Handlers {
+  joins: Joins
+}
+
+export function createSocketServer (http: HttpServer): RendezvousServer {
+  return new Server(http, {
+    path: SOCKET_IO_PATH,
+    // socket.io-client 2.x speaks Engine.IO v3
+    allowEIO3: true,
+    // browsers connect from any origin, and 2.x polling sends credentials
+    cors: { origin: true, credentials: true },
+    serveClient: false,
+    maxHttpBufferSize: MAX_MESSAGE_BYTES
+  })
+}
+
+/** Answers `ack` with an error string if it is a function; otherwise the error is only logged. */
+function refuse (socket: PeerSocket, event: string, ack: Ack | undefined, error: string): void {
+  log('[%s] %s refused: %s', socket.id, event, error)
+  if (ack !== undefined) ack(error)
+}
+
+function failed (socket: PeerSocket, event: string, ack: unknown, err: unknown): void {
+  logError('[%s] %s handler failed: %O', socket.id, event, err)
+  if (typeof ack === 'function') {
+    try { (ack as Ack)(ERRORS.INTERNAL) } catch {}
+  }
+}
+
+/**
+ * Wraps a handler so that an exception, thrown or rejected, is logged with the
+ * connection id and answered on the event's ack, if it has one.
+ */
+function guarded (socket: PeerSocket, event: string, handler: (args: unknown[]) => void | Promise<void>) {
+  return (...args: unknown[]): void => {
+    try {
+      const done = handler(args)
+      if (done !== undefined) done.catch((err: unknown) => { failed(socket, event, args[args.length - 1], err) })
+    } catch (err) {
+      failed(socket, event, args[args.length - 1], err)
+    }
+  }
+}
+
+export function wireSockets (io: RendezvousServer, { joins }: Handlers): void {
+  io.on('connection', (socket) => {
+    log('[%s] connected over %s', socket.id, socket.conn.transport.name)
+
+    socket.on(EVENTS.JOIN, guarded(socket, EVENTS.JOIN, async (args) => {
+      const request = parseJoin(args)
+      if (isRejected(request)) return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.INVALID_REQUEST)
+      await joins.join(socket, request)
+    }))
+
+    socket.on(EVENTS.LEAVE, guarded(socket, EVENTS.LEAVE, (args) => {
+      const address = parseLeave(args)
+      if (address === undefined) return refuse(socket, EVENTS.LEAVE, undefined, ERRORS.INVALID_REQUEST)
+      joins.leave(socket, address)
+    }))
+
+    socket.on('disconnect', (reason) => {
+      log('[%s] disconnected: %s', socket.id, reason)
+      try {
+        joins.disconnect(socket)
+      } catch (err) {
+        logError('[%s] cleanup after disconnect failed: %O', socket.id, err)
+      }
+    })
+  })
+}
