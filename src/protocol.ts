@@ -81,8 +81,10 @@ export interface Rejected {
   ack: Ack | undefined
 }
 
-function ackOf (value: unknown): Ack | undefined {
-  return typeof value === 'function' ? value as Ack : undefined
+/** Socket.IO always passes the acknowledgement last, however many arguments came before it. */
+function ackOf (args: unknown[]): Ack | undefined {
+  const last = args[args.length - 1]
+  return typeof last === 'function' ? last as Ack : undefined
 }
 
 function isAddressString (value: unknown): value is string {
@@ -99,8 +101,8 @@ export function peerIdOfAddress (address: string): string {
 
 /** `ss-join(address, data, ack)`. */
 export function parseJoin (args: unknown[]): JoinRequest | Rejected {
-  const [address, data, maybeAck] = args
-  const ack = ackOf(maybeAck)
+  const [address, data] = args
+  const ack = ackOf(args)
   if (!isAddressString(address) || typeof data !== 'string' || data.length > MAX_JOIN_DATA_LENGTH) {
     return { invalid: true, ack }
   }
@@ -123,8 +125,8 @@ export const MAX_DIAL_ID_LENGTH = 128
 
 /** `ss-dial(from, to, dialId, ack)`. */
 export function parseDial (args: unknown[]): DialRequest | Rejected {
-  const [from, to, dialId, maybeAck] = args
-  const ack = ackOf(maybeAck)
+  const [from, to, dialId] = args
+  const ack = ackOf(args)
   if (ack === undefined || !isAddressString(from) || !isAddressString(to) ||
       typeof dialId !== 'string' || dialId.length === 0 || dialId.length > MAX_DIAL_ID_LENGTH) {
     return { invalid: true, ack }

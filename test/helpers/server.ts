@@ -1,0 +1,94 @@
+/** Servers for tests: in-process through `start()`, or the real CLI in a child process. */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { start, type Options, type RendezvousServer } from '../../src/index.js'
+
+/** The built CLI, as `npx rendezvous` runs it. */
+export const BIN = fileURLToPath(new URL('../../bin/rendezvous.js', import.meta.url))
+
+/** How long a test waits for something that should happen in milliseconds; only a guard against hangs. */
+export const PATIENCE_MS = 20_000
+
+/** A server on a free port of 127.0.0.1; `url` is what clients connect to. */
+export async function startServer (options: Options = {}): Promise<RendezvousServer & { url: string }> {
+  const server = await start({ port: 0, host: '127.0.0.1', ...options })
+  return Object.assign(server, { url: `http://127.0.0.1:${server.info.port}` })
+}
+
+export interface Exit {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+}
+
+export interface CliServer {
+  proc: ChildProcess
+  uri: string
+  port: number
+  /** What the process printed so far. */
+  output: () => { stdout: string, stderr: string }
+  exited: Promise<Exit>
+  /** Sends `signal` and resolves with how the process exited. */
+  stop: (signal?: NodeJS.Signals) => Promise<Exit>
+}
+
+function spawnCli (args: string[], env: Record<string, string | undefined>): { proc: ChildProcess, exited: Promise<Exit>, output: () => { stdout: string, stderr: string } } {
+  const proc = spawn(process.execPath, [BIN, ...args], {
+    env: { ...process.env, DEBUG: '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let stdout = ''
+  let stderr = ''
+  proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
+  proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+  const exited = new Promise<Exit>((resolve) => {
+    proc.once('close', (code, signal) => { resolve({ code, signal, stdout, stderr }) })
+  })
+  return { proc, exited, output: () => ({ stdout, stderr }) }
+}
+
+/** Runs the CLI to completion (for arguments that make it exit). */
+export async function runCli (args: string[], env: Record<string, string | undefined> = {}): Promise<Exit> {
+  const { proc, exited } = spawnCli(args, env)
+  const guard = setTimeout(() => proc.kill('SIGKILL'), PATIENCE_MS)
+  const exit = await exited
+  clearTimeout(guard)
+  return exit
+}
+
+/** Starts the CLI and resolves once it prints `Listening on: <uri>`. */
+export async function startCli (args: string[] = [], env: Record<string, string | undefined> = {}): Promise<CliServer> {
+  const { proc, exited, output } = spawnCli(['--host=127.0.0.1', '--port=0', ...args], env)
+  const uri = await new Promise<string>((resolve, reject) => {
+    const guard = setTimeout(() => {
+      proc.kill('SIGKILL')
+      reject(new Error(`CLI did not start: ${JSON.stringify(output())}`))
+    }, PATIENCE_MS)
+    const onData = (): void => {
+      const match = /Listening on: (\S+)/.exec(output().stdout)
+      if (match?.[1] !== undefined) {
+        clearTimeout(guard)
+        proc.stdout?.off('data', onData)
+        resolve(match[1])
+      }
+    }
+    proc.stdout?.on('data', onData)
+    void exited.then((exit) => {
+      clearTimeout(guard)
+      reject(new Error(`CLI exited before listening: ${JSON.stringify(exit)}`))
+    })
+  })
+  const port = Number(new URL(uri).port)
+  return {
+    proc,
+    uri,
+    port,
+    output,
+    exited,
+    stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal)
+      return await exited
+    }
+  }
+}
