@@ -24,7 +24,8 @@ function describe (spec: typeof OPTION_SPECS[number]): string {
 }
 
 async function main (): Promise<void> {
-  let cli = yargs(hideBin(process.argv))
+  const args = hideBin(process.argv)
+  let cli = yargs(args)
     .scriptName('rendezvous')
     .usage('$0 [options]\n\nThe rendezvous server for libp2p-websocket-star peers.')
     .version(VERSION)
@@ -41,6 +42,15 @@ async function main (): Promise<void> {
     })
   }
   const argv = await cli.parseAsync() as Record<string, unknown>
+  // yargs reads `--disableMetrics=<anything but "true">` as false, so that
+  // `=1` or `=yes` would silently do nothing: options.ts reads the value as
+  // written instead, with the same words and errors as the variable
+  for (const spec of OPTION_SPECS) {
+    if (spec.kind !== 'boolean') continue
+    const prefix = `--${spec.flag}=`
+    const written = args.filter((arg) => arg.startsWith(prefix)).pop()
+    if (written !== undefined) argv[spec.flag] = written.slice(prefix.length)
+  }
 
   let options: Options
   try {

@@ -72,8 +72,9 @@ export class Client {
   }
 }
 
-export async function connect (url: string, version: ClientVersion = 'v2', transport: Transport = 'websocket'): Promise<Client> {
-  const options = { transports: [transport], forceNew: true, reconnection: false }
+/** `extra` is merged into the client's options, e.g. `{ rejectUnauthorized: false }` for a self-signed certificate. */
+export async function connect (url: string, version: ClientVersion = 'v2', transport: Transport = 'websocket', extra: Record<string, unknown> = {}): Promise<Client> {
+  const options = { transports: [transport], forceNew: true, reconnection: false, ...extra }
   const socket: AnySocket = version === 'v2' ? ioV2(url, options) : ioV4(url, options)
   await within(new Promise<void>((resolve, reject) => {
     socket.on('connect', () => { resolve() })

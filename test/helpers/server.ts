@@ -1,7 +1,7 @@
 /** Servers for tests: in-process through `start()`, or the real CLI in a child process. */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { start, type Options, type RendezvousServer } from '../../src/index.js'
+import { OPTION_SPECS, start, type Options, type RendezvousServer } from '../../src/index.js'
 
 /** The built CLI, as `npx rendezvous` runs it. */
 export const BIN = fileURLToPath(new URL('../../bin/rendezvous.js', import.meta.url))
@@ -33,9 +33,12 @@ export interface CliServer {
   stop: (signal?: NodeJS.Signals) => Promise<Exit>
 }
 
+/** The CLI sees only the option variables a test gives it, never the test runner's own PORT or HOST. */
+const UNSET_OPTION_ENV = Object.fromEntries(OPTION_SPECS.map((spec) => [spec.env, undefined]))
+
 function spawnCli (args: string[], env: Record<string, string | undefined>): { proc: ChildProcess, exited: Promise<Exit>, output: () => { stdout: string, stderr: string } } {
   const proc = spawn(process.execPath, [BIN, ...args], {
-    env: { ...process.env, DEBUG: '', ...env },
+    env: { ...process.env, DEBUG: '', ...UNSET_OPTION_ENV, ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let stdout = ''
@@ -57,9 +60,21 @@ export async function runCli (args: string[], env: Record<string, string | undef
   return exit
 }
 
-/** Starts the CLI and resolves once it prints `Listening on: <uri>`. */
+/** Whether `args` or `env` set the option of `flag`/`alias`/`envName`. */
+function given (args: string[], env: Record<string, string | undefined>, flag: string, alias: string, envName: string): boolean {
+  return env[envName] !== undefined || args.some((arg) => new RegExp(`^(--${flag}|-${alias})(=|$)`).test(arg))
+}
+
+/**
+ * Starts the CLI and resolves once it prints `Listening on: <uri>`. Listens on
+ * a free port of 127.0.0.1 unless `args` or `env` say otherwise.
+ */
 export async function startCli (args: string[] = [], env: Record<string, string | undefined> = {}): Promise<CliServer> {
-  const { proc, exited, output } = spawnCli(['--host=127.0.0.1', '--port=0', ...args], env)
+  const defaults = [
+    ...(given(args, env, 'host', 'h', 'HOST') ? [] : ['--host=127.0.0.1']),
+    ...(given(args, env, 'port', 'p', 'PORT') ? [] : ['--port=0'])
+  ]
+  const { proc, exited, output } = spawnCli([...defaults, ...args], env)
   const uri = await new Promise<string>((resolve, reject) => {
     const guard = setTimeout(() => {
       proc.kill('SIGKILL')

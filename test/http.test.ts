@@ -1,0 +1,232 @@
+/**
+ * The HTTP routes next to Socket.IO: the status page, /metrics, /health, and
+ * everything else.
+ */
+import assert from 'node:assert/strict'
+import { createServer as createNetServer } from 'node:net'
+import { after, before, describe, it } from 'node:test'
+import { ERRORS } from '../src/index.js'
+import { connect, type Client } from './helpers/clients.js'
+import { request } from './helpers/http.js'
+import { randomAddress, randomPeerId } from './helpers/keys.js'
+import { startServer } from './helpers/server.js'
+import { until } from './helpers/wait.js'
+
+type Server = Awaited<ReturnType<typeof startServer>>
+
+/** The metric names of the old server, which dashboards already use. */
+const OLD_METRICS = [
+  'rendezvous_peers',
+  'rendezvous_joins_total',
+  'rendezvous_joins_total_success',
+  'rendezvous_joins_total_failure',
+  'rendezvous_dials_total',
+  'rendezvous_dials_total_success',
+  'rendezvous_dials_total_failure'
+]
+
+/** The value of the unlabelled sample `name` in a Prometheus text exposition. */
+function sample (body: string, name: string): number {
+  const values: number[] = []
+  for (const line of body.split('\n')) {
+    const [metric, value, ...rest] = line.trim().split(/\s+/)
+    if (metric === name && value !== undefined && rest.length <= 1) values.push(Number(value))
+  }
+  assert.equal(values.length, 1, `exactly one ${name} sample in:\n${body}`)
+  return values[0] as number
+}
+
+/** The text of the element with `id` on the status page. */
+function figure (html: string, id: string): string {
+  const match = new RegExp(`id="${id}"[^>]*>([^<]*)<`).exec(html)
+  assert.ok(match !== null, `the page has an element with id="${id}"`)
+  return match[1] ?? ''
+}
+
+async function canBind (port: number): Promise<void> {
+  const probe = createNetServer()
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', reject)
+    probe.listen(port, '127.0.0.1', () => { resolve() })
+  })
+  await new Promise<void>((resolve) => { probe.close(() => { resolve() }) })
+}
+
+describe('GET / (the status page)', () => {
+  let server: Server
+  const clients: Client[] = []
+  before(async () => { server = await startServer({ cryptoChallenge: false }) })
+  after(async () => {
+    await Promise.all(clients.map(async (c) => { await c.close() }))
+    await server.stop()
+  })
+
+  const page = async (headers: Record<string, string> = {}): Promise<string> => {
+    const res = await request(`${server.url}/`, { headers })
+    assert.equal(res.status, 200)
+    assert.match(String(res.headers['content-type']), /^text\/html\b/)
+    return res.body
+  }
+
+  it('shows the websocket-star address of the Host the request was sent to', async () => {
+    const cases: Array<[Record<string, string>, string]> = [
+      [{ host: `127.0.0.1:${server.info.port}` }, `/ip4/127.0.0.1/tcp/${server.info.port}/ws/p2p-websocket-star`],
+      [{ host: 'example.com' }, '/dns4/example.com/tcp/80/ws/p2p-websocket-star'],
+      [{ host: '[::1]:9090' }, '/ip6/::1/tcp/9090/ws/p2p-websocket-star'],
+      // behind a TLS-terminating proxy
+      [{ host: 'example.com', 'x-forwarded-proto': 'https' }, '/dns4/example.com/tcp/443/wss/p2p-websocket-star']
+    ]
+    for (const [headers, address] of cases) {
+      assert.equal(figure(await page(headers), 'addr'), address, JSON.stringify(headers))
+    }
+  })
+
+  it('escapes the Host header into HTML', async () => {
+    const html = await page({ host: '<script>alert(1)</script>' })
+    assert.ok(!html.includes('<script>'), 'no raw <script> on the page')
+    assert.ok(html.includes('&lt;script&gt;alert(1)&lt;/script&gt;'), 'the Host header is shown escaped')
+  })
+
+  it('shows the live number of peers', async () => {
+    assert.equal(figure(await page(), 'peers'), '0')
+    const client = await connect(server.url, 'v4')
+    clients.push(client)
+    const address = randomAddress()
+    const [err] = await client.request('ss-join', address, '')
+    assert.equal(err, null)
+    assert.equal(figure(await page(), 'peers'), '1')
+    client.emit('ss-leave', address)
+    await until(() => server.stats().peers === 0, 'the peer leaves')
+    assert.equal(figure(await page(), 'peers'), '0')
+  })
+
+  it('loads nothing from elsewhere', async () => {
+    const html = await page()
+    const external = html.match(/\b(?:src|href)\s*=\s*["']?\s*(?:https?:)?\/\//gi)
+    assert.equal(external, null, `external assets: ${String(external)}`)
+    assert.doesNotMatch(html, /url\(\s*["']?\s*(?:https?:)?\/\//i)
+    assert.doesNotMatch(html, /@import/i)
+  })
+})
+
+describe('GET /metrics', () => {
+  const servers: Server[] = []
+  const clients: Client[] = []
+  after(async () => {
+    await Promise.all(clients.map(async (c) => { await c.close() }))
+    await Promise.all(servers.map(async (s) => { await s.stop() }))
+  })
+  const serve = async (options: Parameters<typeof startServer>[0]): Promise<Server> => {
+    const server = await startServer(options)
+    servers.push(server)
+    return server
+  }
+  const open = async (server: Server): Promise<Client> => {
+    const client = await connect(server.url, 'v2')
+    clients.push(client)
+    return client
+  }
+  const scrape = async (server: Server): Promise<string> => {
+    const res = await fetch(`${server.url}/metrics`)
+    assert.equal(res.status, 200)
+    assert.match(res.headers.get('content-type') ?? '', /^text\/plain\b/)
+    return await res.text()
+  }
+
+  it('exports every metric of the old server and the process metrics, in Prometheus text', async () => {
+    const server = await serve({ metrics: true })
+    const body = await scrape(server)
+    for (const name of OLD_METRICS) {
+      assert.match(body, new RegExp(`^# TYPE ${name} (counter|gauge)$`, 'm'), `${name} is declared`)
+      assert.equal(sample(body, name), 0, `${name} starts at 0`)
+    }
+    assert.match(body, /^# TYPE rendezvous_peers gauge$/m)
+    assert.ok(sample(body, 'process_cpu_user_seconds_total') >= 0)
+    assert.ok(sample(body, 'process_resident_memory_bytes') > 0)
+  })
+
+  it('counts joins, successful and failed, and peers online', async () => {
+    const server = await serve({ metrics: true, cryptoChallenge: false, strictMultiaddr: true })
+    const client = await open(server)
+    const [ok] = await client.request('ss-join', randomAddress(), '')
+    assert.equal(ok, null)
+    const [refused] = await client.request('ss-join', `/ip4/127.0.0.1/tcp/9090/ws/ipfs/${randomPeerId()}`, '')
+    assert.equal(refused, ERRORS.INVALID_MULTIADDR)
+    const body = await scrape(server)
+    assert.equal(sample(body, 'rendezvous_joins_total'), 2)
+    assert.equal(sample(body, 'rendezvous_joins_total_success'), 1)
+    assert.equal(sample(body, 'rendezvous_joins_total_failure'), 1)
+    assert.equal(sample(body, 'rendezvous_peers'), 1)
+    await client.close()
+    await until(() => server.stats().peers === 0, 'the peer is gone')
+    assert.equal(sample(await scrape(server), 'rendezvous_peers'), 0)
+  })
+
+  it('is 404 when metrics are off, as they are by default in the library', async () => {
+    for (const server of [await serve({}), await serve({ metrics: false })]) {
+      const res = await fetch(`${server.url}/metrics`)
+      assert.equal(res.status, 404)
+      await res.arrayBuffer()
+    }
+  })
+
+  it('keeps the counts of two servers in one process apart', async () => {
+    const a = await serve({ metrics: true, cryptoChallenge: false })
+    const b = await serve({ metrics: true, cryptoChallenge: false })
+    const client = await open(a)
+    assert.equal((await client.request('ss-join', randomAddress(), ''))[0], null)
+    const [bodyA, bodyB] = await Promise.all([scrape(a), scrape(b)])
+    assert.equal(sample(bodyA, 'rendezvous_joins_total_success'), 1)
+    assert.equal(sample(bodyA, 'rendezvous_peers'), 1)
+    assert.equal(sample(bodyB, 'rendezvous_joins_total_success'), 0)
+    assert.equal(sample(bodyB, 'rendezvous_peers'), 0)
+  })
+})
+
+describe('other routes', () => {
+  let server: Server
+  before(async () => { server = await startServer({}) })
+  after(async () => { await server.stop() })
+
+  it('GET /health answers JSON with status, uptime and peers', async () => {
+    const res = await fetch(`${server.url}/health`)
+    assert.equal(res.status, 200)
+    assert.match(res.headers.get('content-type') ?? '', /^application\/json\b/)
+    const body = await res.json() as Record<string, unknown>
+    assert.equal(body.status, 'ok')
+    assert.equal(typeof body.uptime, 'number')
+    assert.ok(Number.isFinite(body.uptime) && (body.uptime as number) >= 0)
+    assert.equal(body.peers, 0)
+  })
+
+  it('an unknown path is 404', async () => {
+    for (const path of ['/nope', '/metrics/extra', '/index.html']) {
+      const res = await fetch(`${server.url}${path}`)
+      assert.equal(res.status, 404, path)
+      await res.arrayBuffer()
+    }
+  })
+
+  it('POST / is 405', async () => {
+    const res = await fetch(`${server.url}/`, { method: 'POST', body: 'x' })
+    assert.equal(res.status, 405)
+    await res.arrayBuffer()
+  })
+})
+
+describe('stop()', () => {
+  it('resolves and releases the port, even with a client connected', async () => {
+    const server = await startServer({ cryptoChallenge: false })
+    const client = await connect(server.url, 'v2')
+    const port = server.info.port
+    try {
+      const gone = client.next('disconnect')
+      await server.stop()
+      await gone
+      await canBind(port)
+    } finally {
+      await client.close()
+      await server.stop()
+    }
+  })
+})
