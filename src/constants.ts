@@ -45,3 +45,16 @@ export const JOINED_ROOM = 'joined'
 export const DISCOVERY_TICK_MAX_MS = 100
 /** ...and at least this long apart, for very short refresh intervals. */
 export const DISCOVERY_TICK_MIN_MS = 5
+
+/** How long a dial waits for the listener's answer and for both streams to be accepted. */
+export const DIAL_TIMEOUT_MS = 30 * second
+/** Bytes waiting for one receiver above which the server stops reading from its senders. */
+export const RELAY_HIGH_WATER_BYTES = 1 * MiB
+/** The low-water mark, below which they are read again, is this fraction of the high-water mark. */
+export const RELAY_LOW_WATER_RATIO = 1 / 4
+/** Relayed streams one connection may take part in at once (a dial makes two). */
+export const MAX_STREAMS_PER_CONNECTION = 256
+/** Bytes one dial may relay, both ways together; 0 means no limit. */
+export const MAX_RELAY_BYTES = 0
+/** How long one dial may stay open; 0 means no limit. */
+export const MAX_RELAY_DURATION_MS = 0

@@ -10,8 +10,10 @@ import { Joins } from './join.js'
 import { createMetrics } from './metrics.js'
 import { resolveConfig, type Config, type Defaults, type Options } from './options.js'
 import { renderPage, websocketStarAddress } from './page.js'
-import type { PeerSocket } from './protocol.js'
+import type { PeerSocket, RendezvousServer as SocketServer } from './protocol.js'
 import { Registry } from './registry.js'
+import { Relay } from './relay.js'
+import { RELAY_LOW_WATER_RATIO } from './constants.js'
 import { createSocketServer, wireSockets } from './socket.js'
 import { VERSION } from './version.js'
 
@@ -38,6 +40,12 @@ export interface ServerStats {
   challengeConnections: number
   announcedAddresses: number
   announcementsSent: number
+  relayedStreams: number
+  dials: number
+  relayConnections: number
+  relayedBytes: number
+  /** Event listeners on all sockets together: flat however many dials run. */
+  socketListeners: number
 }
 
 export interface RendezvousServer {
@@ -53,6 +61,15 @@ function formatUri (protocol: string, host: string, port: number): string {
   return `${protocol}://${host.includes(':') ? `[${host}]` : host}:${port}`
 }
 
+function countListeners (io: SocketServer): number {
+  let n = 0
+  for (const socket of io.sockets.sockets.values()) {
+    for (const event of socket.eventNames()) n += socket.listenerCount(event)
+    n += socket.listenersAny().length
+  }
+  return n
+}
+
 export async function start (options: Options = {}, defaults?: Defaults): Promise<RendezvousServer> {
   const config: Config = resolveConfig(options, defaults)
   const startedAt = Date.now()
@@ -60,13 +77,20 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
 
   const registry = new Registry<PeerSocket>()
   const challenges = new Challenges(config.challengeTimeoutMS, config.maxPendingChallenges)
-  const metrics = createMetrics(config.metrics, { peers: () => registry.size })
+  const metrics = createMetrics(config.metrics, {
+    peers: () => registry.size,
+    relayedStreams: () => relay.streams
+  })
+  const relay = new Relay({
+    ...config,
+    relayLowWaterBytes: Math.floor(config.relayHighWaterBytes * RELAY_LOW_WATER_RATIO)
+  }, registry, metrics)
 
   const http = createServer(config.tls, {
     page: (hostHeader, secure) => renderPage(websocketStarAddress(hostHeader, secure), {
       peers: registry.size,
       connections: io.engine.clientsCount,
-      relayedStreams: 0,
+      relayedStreams: relay.streams,
       uptimeSeconds: (Date.now() - startedAt) / 1000,
       version: VERSION
     }),
@@ -78,8 +102,8 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
   })
   const io = createSocketServer(http)
   const discovery = new Discovery(io, config.refreshPeerListIntervalMS)
-  const joins = new Joins(config, registry, challenges, discovery, metrics)
-  wireSockets(io, { joins })
+  const joins = new Joins(config, registry, challenges, discovery, metrics, (socket, address) => { relay.addressReleased(socket, address) })
+  wireSockets(io, { joins, relay })
 
   try {
     await new Promise<void>((resolve, reject) => {
@@ -116,7 +140,12 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
       pendingChallenges: challenges.pending,
       challengeConnections: challenges.connections,
       announcedAddresses: discovery.size,
-      announcementsSent: discovery.sent
+      announcementsSent: discovery.sent,
+      relayedStreams: relay.streams,
+      dials: relay.dials,
+      relayConnections: relay.connections,
+      relayedBytes: relay.bytesRelayed,
+      socketListeners: countListeners(io)
     }),
     stop: async () => {
       if (stopped !== undefined) return await stopped
@@ -124,6 +153,7 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
       stopped = (async () => {
         log('stopping')
         discovery.stop()
+        relay.stop()
         // disconnects every socket, then closes the HTTP server
         const closed = io.close()
         http.closeAllConnections()

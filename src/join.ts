@@ -12,6 +12,9 @@ import type { Registry } from './registry.js'
 
 const log = debug('rendezvous:join')
 
+/** Told when a connection no longer holds an address, so what depends on it can end. */
+export type ReleaseHook = (socket: PeerSocket, address: string) => void
+
 export interface JoinConfig {
   cryptoChallenge: boolean
   strictMultiaddr: boolean
@@ -23,7 +26,8 @@ export class Joins {
     private readonly registry: Registry<PeerSocket>,
     private readonly challenges: Challenges,
     private readonly discovery: Discovery,
-    private readonly metrics: Metrics
+    private readonly metrics: Metrics,
+    private readonly released: ReleaseHook
   ) {}
 
   async join (socket: PeerSocket, request: JoinRequest): Promise<void> {
@@ -90,6 +94,7 @@ export class Joins {
   /** `socket` no longer holds `address`: stop announcing it, and to it if it holds nothing. */
   private forget (socket: PeerSocket, address: string): void {
     this.discovery.remove(address)
+    this.released(socket, address)
     if (this.registry.addressesOf(socket.id) === undefined) this.discovery.unsubscribe(socket)
   }
 }

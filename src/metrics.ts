@@ -8,6 +8,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 /** Figures read at scrape time rather than counted on the hot path. */
 export interface Gauges {
   peers: () => number
+  relayedStreams: () => number
 }
 
 export interface Metrics {
@@ -18,6 +19,8 @@ export interface Metrics {
   dialAttempt: () => void
   dialSuccess: () => void
   dialFailure: () => void
+  /** Bytes delivered to a relay's receiver. */
+  relayed: (bytes: number) => void
   /** Prometheus text exposition, or undefined when metrics are off. */
   scrape: () => Promise<{ contentType: string, body: string } | undefined>
 }
@@ -32,6 +35,7 @@ const disabled: Metrics = {
   dialAttempt: noop,
   dialSuccess: noop,
   dialFailure: noop,
+  relayed: noop,
   scrape: async () => undefined
 }
 
@@ -50,6 +54,9 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
   const dialsSuccess = new Counter({ name: 'rendezvous_dials_total_success', help: 'successfully completed dials since server started', registers })
   const dialsFailure = new Counter({ name: 'rendezvous_dials_total_failure', help: 'failed dials since server started', registers })
 
+  const relayedBytes = new Counter({ name: 'rendezvous_relayed_bytes_total', help: 'bytes delivered through relayed streams', registers })
+  new Gauge({ name: 'rendezvous_relayed_streams', help: 'relayed streams open now', registers, collect () { this.set(gauges.relayedStreams()) } })
+
   return {
     enabled: true,
     joinAttempt: () => { joinsTotal.inc() },
@@ -58,6 +65,7 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
     dialAttempt: () => { dialsTotal.inc() },
     dialSuccess: () => { dialsSuccess.inc() },
     dialFailure: () => { dialsFailure.inc() },
+    relayed: (bytes) => { relayedBytes.inc(bytes) },
     scrape: async () => ({ contentType: registry.contentType, body: await registry.metrics() })
   }
 }

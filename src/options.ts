@@ -18,6 +18,11 @@ export interface Options {
   refreshPeerListIntervalMS?: number
   challengeTimeoutMS?: number
   maxPendingChallenges?: number
+  dialTimeoutMS?: number
+  relayHighWaterBytes?: number
+  maxStreamsPerConnection?: number
+  maxRelayBytes?: number
+  maxRelayDurationMS?: number
 }
 
 export type TlsConfig =
@@ -35,9 +40,15 @@ export interface Config {
   refreshPeerListIntervalMS: number
   challengeTimeoutMS: number
   maxPendingChallenges: number
+  dialTimeoutMS: number
+  relayHighWaterBytes: number
+  maxStreamsPerConnection: number
+  maxRelayBytes: number
+  maxRelayDurationMS: number
 }
 
-type Kind = 'port' | 'ms' | 'count' | 'string' | 'tls-file' | 'boolean'
+/** `limit-*`: 0 means no limit. */
+type Kind = 'port' | 'ms' | 'count' | 'bytes' | 'limit-ms' | 'limit-bytes' | 'string' | 'tls-file' | 'boolean'
 
 /** One option, as `start()`, the command line and the environment name it. */
 export interface OptionSpec {
@@ -64,7 +75,12 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'metrics', flag: 'disableMetrics', env: 'DISABLE_METRICS', kind: 'boolean', negated: true, describe: 'do not serve Prometheus metrics on /metrics' },
   { key: 'refreshPeerListIntervalMS', flag: 'refreshPeerListIntervalMS', env: 'REFRESH_PEER_LIST_INTERVAL_MS', kind: 'ms', describe: 'how often every joined address is announced again, in ms' },
   { key: 'challengeTimeoutMS', flag: 'challengeTimeoutMS', env: 'CHALLENGE_TIMEOUT_MS', kind: 'ms', describe: 'how long a crypto challenge waits for its signature, in ms' },
-  { key: 'maxPendingChallenges', flag: 'maxPendingChallenges', env: 'MAX_PENDING_CHALLENGES', kind: 'count', describe: 'unanswered crypto challenges one connection may have' }
+  { key: 'maxPendingChallenges', flag: 'maxPendingChallenges', env: 'MAX_PENDING_CHALLENGES', kind: 'count', describe: 'unanswered crypto challenges one connection may have' },
+  { key: 'dialTimeoutMS', flag: 'dialTimeoutMS', env: 'DIAL_TIMEOUT_MS', kind: 'ms', describe: 'how long a dial waits for the listener to answer and both streams to be accepted, in ms' },
+  { key: 'relayHighWaterBytes', flag: 'relayHighWaterBytes', env: 'RELAY_HIGH_WATER_BYTES', kind: 'bytes', describe: 'bytes waiting for a receiver above which its senders are paused (resumed below a quarter of it)' },
+  { key: 'maxStreamsPerConnection', flag: 'maxStreamsPerConnection', env: 'MAX_STREAMS_PER_CONNECTION', kind: 'count', describe: 'relayed streams one connection may take part in at once (a dial makes two)' },
+  { key: 'maxRelayBytes', flag: 'maxRelayBytes', env: 'MAX_RELAY_BYTES', kind: 'limit-bytes', describe: 'bytes one dial may relay, both ways together (0: no limit)' },
+  { key: 'maxRelayDurationMS', flag: 'maxRelayDurationMS', env: 'MAX_RELAY_DURATION_MS', kind: 'limit-ms', describe: 'how long one dial may stay open, in ms (0: no limit)' }
 ]
 
 /** A value for every option that has a default. */
@@ -79,7 +95,12 @@ export const LIBRARY_DEFAULTS: Defaults = {
   metrics: false,
   refreshPeerListIntervalMS: C.REFRESH_PEER_LIST_INTERVAL_MS,
   challengeTimeoutMS: C.CHALLENGE_TTL_MS,
-  maxPendingChallenges: C.MAX_PENDING_CHALLENGES_PER_CONNECTION
+  maxPendingChallenges: C.MAX_PENDING_CHALLENGES_PER_CONNECTION,
+  dialTimeoutMS: C.DIAL_TIMEOUT_MS,
+  relayHighWaterBytes: C.RELAY_HIGH_WATER_BYTES,
+  maxStreamsPerConnection: C.MAX_STREAMS_PER_CONNECTION,
+  maxRelayBytes: C.MAX_RELAY_BYTES,
+  maxRelayDurationMS: C.MAX_RELAY_DURATION_MS
 }
 
 /** Defaults of the `rendezvous` command: those of the old command. */
@@ -121,6 +142,12 @@ export function parseOptionValue (spec: OptionSpec, raw: unknown, option: string
       return parseInteger(raw, option, 1, 2 ** 31 - 1, 'a duration in milliseconds (a whole number from 1)')
     case 'count':
       return parseInteger(raw, option, 1, Number.MAX_SAFE_INTEGER, 'a count (a whole number from 1)')
+    case 'bytes':
+      return parseInteger(raw, option, 1, Number.MAX_SAFE_INTEGER, 'a size in bytes (a whole number from 1)')
+    case 'limit-ms':
+      return parseInteger(raw, option, 0, 2 ** 31 - 1, 'a duration in milliseconds (0 for no limit)')
+    case 'limit-bytes':
+      return parseInteger(raw, option, 0, Number.MAX_SAFE_INTEGER, 'a size in bytes (0 for no limit)')
     case 'string':
       if (typeof raw !== 'string' || raw === '') throw new OptionError(option, 'must be a non-empty string')
       return raw
@@ -201,15 +228,6 @@ export function resolveConfig (options: Options, defaults: Defaults = LIBRARY_DE
   }
   const m = merged as unknown as Options & Defaults
   const tls = resolveTls(m)
-  return {
-    port: m.port,
-    host: m.host,
-    ...(tls !== undefined ? { tls } : {}),
-    cryptoChallenge: m.cryptoChallenge,
-    strictMultiaddr: m.strictMultiaddr,
-    metrics: m.metrics,
-    refreshPeerListIntervalMS: m.refreshPeerListIntervalMS,
-    challengeTimeoutMS: m.challengeTimeoutMS,
-    maxPendingChallenges: m.maxPendingChallenges
-  }
+  const { key, cert, pfx, passphrase, ...rest } = m
+  return { ...rest, ...(tls !== undefined ? { tls } : {}) }
 }

@@ -19,6 +19,13 @@ export const ERRORS = {
   NOT_AUTHORIZED: 'Not authorized for this address',
   PEER_NOT_FOUND: 'Peer not found',
   DIAL_TIMEOUT: 'Dial timeout',
+  DIAL_REFUSED: 'Dial refused',
+  DIAL_ID_IN_USE: 'Dial id already in use',
+  TOO_MANY_STREAMS: 'Too many relayed streams',
+  INVALID_CHUNK: 'Relayed chunks must be binary',
+  STREAM_ERROR: 'Stream error',
+  RELAY_DATA_LIMIT: 'Relay data limit reached',
+  RELAY_DURATION_LIMIT: 'Relay duration limit reached',
   INTERNAL: 'Internal server error'
 } as const
 

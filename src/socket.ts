@@ -8,13 +8,15 @@ import debug from 'debug'
 import { Server } from 'socket.io'
 import { MAX_MESSAGE_BYTES, SOCKET_IO_PATH } from './constants.js'
 import type { Joins } from './join.js'
-import { ERRORS, EVENTS, isRejected, parseJoin, parseLeave, type Ack, type PeerSocket, type RendezvousServer } from './protocol.js'
+import { ERRORS, EVENTS, STREAM_EVENT_PREFIX, isRejected, parseDial, parseJoin, parseLeave, type Ack, type PeerSocket, type RendezvousServer } from './protocol.js'
+import type { Relay } from './relay.js'
 
 const log = debug('rendezvous:socket')
 const logError = debug('rendezvous:error')
 
 export interface Handlers {
   joins: Joins
+  relay: Relay
 }
 
 export function createSocketServer (http: HttpServer): RendezvousServer {
@@ -57,7 +59,7 @@ function guarded (socket: PeerSocket, event: string, handler: (args: unknown[]) 
   }
 }
 
-export function wireSockets (io: RendezvousServer, { joins }: Handlers): void {
+export function wireSockets (io: RendezvousServer, { joins, relay }: Handlers): void {
   io.on('connection', (socket) => {
     log('[%s] connected over %s', socket.id, socket.conn.transport.name)
 
@@ -73,9 +75,27 @@ export function wireSockets (io: RendezvousServer, { joins }: Handlers): void {
       joins.leave(socket, address)
     }))
 
+    socket.on(EVENTS.DIAL, guarded(socket, EVENTS.DIAL, (args) => {
+      const request = parseDial(args)
+      if (isRejected(request)) return refuse(socket, EVENTS.DIAL, request.ack, ERRORS.INVALID_REQUEST)
+      relay.dial(socket, request)
+    }))
+
+    // one listener for every relayed stream of this connection: the relay
+    // finds the stream by name, so nothing here grows with the number of dials
+    socket.onAny((event: unknown, ...args: unknown[]) => {
+      if (typeof event !== 'string' || !event.startsWith(STREAM_EVENT_PREFIX)) return
+      try {
+        relay.onStreamEvent(socket, event, args)
+      } catch (err) {
+        failed(socket, event, undefined, err)
+      }
+    })
+
     socket.on('disconnect', (reason) => {
       log('[%s] disconnected: %s', socket.id, reason)
       try {
+        relay.connectionClosed(socket)
         joins.disconnect(socket)
       } catch (err) {
         logError('[%s] cleanup after disconnect failed: %O', socket.id, err)

@@ -1,0 +1,127 @@
+/**
+ * Flow control on one Engine.IO connection, below Socket.IO: how many bytes
+ * are waiting to be written to a peer, when they drain, and pausing reads
+ * from a peer. Socket.IO has no public API for any of this, so this file is
+ * the one place that reaches into Engine.IO's transports; everything else
+ * uses the small `Flow` interface.
+ *
+ * - websocket: the `ws` socket's `bufferedAmount`, its `pause()`/`resume()`,
+ *   and the transport's `drain` event once a batch reached the kernel.
+ * - polling: a paused connection's next data request (HTTP POST) is held
+ *   until resume. The client sends one POST at a time, so holding it stops
+ *   the sender exactly as a closed TCP window would.
+ */
+import { EventEmitter } from 'node:events'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { PeerSocket } from './protocol.js'
+
+/** The parts of Engine.IO's transports used here. */
+interface Transport extends EventEmitter {
+  name: string
+  socket?: { bufferedAmount?: number, pause?: () => void, resume?: () => void }
+  onDataRequest?: (req: IncomingMessage, res: ServerResponse) => void
+}
+
+interface EngineSocket extends EventEmitter {
+  transport: Transport
+}
+
+export class Flow {
+  /** Bytes handed to Engine.IO by `write` and not yet flushed to the transport. */
+  private engineBytes = 0
+  private paused = false
+  private held: Array<[IncomingMessage, ServerResponse]> = []
+  private transport: Transport
+  private readonly onDrain = (): void => { this.drained() }
+  private readonly onFlush = (): void => { this.engineBytes = 0 }
+  private readonly onUpgrade = (transport: Transport): void => { this.attach(transport) }
+
+  /**
+   * @param drained called whenever queued output may have shrunk
+   */
+  constructor (private readonly socket: PeerSocket, private readonly drained: () => void) {
+    const conn = socket.conn as unknown as EngineSocket
+    this.transport = conn.transport
+    conn.on('flush', this.onFlush)
+    conn.on('drain', this.onDrain)
+    conn.on('upgrade', this.onUpgrade)
+    this.transport.on('drain', this.onDrain)
+  }
+
+  /** Bytes written to this peer that have not reached the kernel yet. */
+  get backlog (): number {
+    return this.engineBytes + (this.transport.socket?.bufferedAmount ?? 0)
+  }
+
+  get isPaused (): boolean {
+    return this.paused
+  }
+
+  /**
+   * Emits `event` with a binary chunk, counting it until it is flushed.
+   * Counted first: Engine.IO flushes synchronously inside emit when it can.
+   */
+  write (event: `socket.io-pull-stream.${string}`, chunk: Buffer): void {
+    this.engineBytes += chunk.length
+    this.socket.emit(event, chunk)
+  }
+
+  /** Stops reading from this peer until `resume`. */
+  pause (): void {
+    if (this.paused) return
+    this.paused = true
+    this.pauseTransport(this.transport)
+  }
+
+  resume (): void {
+    if (!this.paused) return
+    this.paused = false
+    this.transport.socket?.resume?.()
+    this.restorePolling(this.transport)
+    const held = this.held
+    this.held = []
+    for (const [req, res] of held) this.transport.onDataRequest?.(req, res)
+  }
+
+  /** The connection is gone: let go of its transport. */
+  close (): void {
+    const conn = this.socket.conn as unknown as EngineSocket
+    conn.off('flush', this.onFlush)
+    conn.off('drain', this.onDrain)
+    conn.off('upgrade', this.onUpgrade)
+    this.transport.off('drain', this.onDrain)
+    this.restorePolling(this.transport)
+    for (const [, res] of this.held) res.destroy()
+    this.held = []
+  }
+
+  private attach (transport: Transport): void {
+    this.transport.off('drain', this.onDrain)
+    this.restorePolling(this.transport)
+    this.transport = transport
+    transport.on('drain', this.onDrain)
+    if (this.paused) this.pauseTransport(transport)
+  }
+
+  private pauseTransport (transport: Transport): void {
+    if (transport.socket?.pause !== undefined) {
+      transport.socket.pause()
+      return
+    }
+    const original = transport.onDataRequest
+    if (original === undefined || Object.prototype.hasOwnProperty.call(transport, 'onDataRequest')) return
+    // an own property shadows the prototype's method until restorePolling deletes it
+    transport.onDataRequest = (req, res) => {
+      if (!this.paused) {
+        original.call(transport, req, res)
+        return
+      }
+      req.pause()
+      this.held.push([req, res])
+    }
+  }
+
+  private restorePolling (transport: Transport): void {
+    if (Object.prototype.hasOwnProperty.call(transport, 'onDataRequest')) delete transport.onDataRequest
+  }
+}
