@@ -31,7 +31,7 @@ async function main (): Promise<void> {
     .version(VERSION)
     .help('help')
     .strict()
-    .parserConfiguration({ 'camel-case-expansion': false })
+    .parserConfiguration({ 'camel-case-expansion': false, 'duplicate-arguments-array': false })
     .fail((message, err) => { die(message ?? err?.message ?? 'invalid arguments') })
   for (const spec of OPTION_SPECS) {
     cli = cli.option(spec.flag, {
@@ -53,8 +53,9 @@ async function main (): Promise<void> {
   }
 
   let options: Options
+  let names: Map<string, string>
   try {
-    options = optionsFromCommandLine(argv, process.env)
+    ({ options, names } = optionsFromCommandLine(argv, process.env))
   } catch (err) {
     if (err instanceof OptionError) die(err.message)
     throw err
@@ -64,14 +65,14 @@ async function main (): Promise<void> {
   try {
     server = await start(options, CLI_DEFAULTS)
   } catch (err) {
-    if (err instanceof OptionError) die(err.message)
+    if (err instanceof OptionError) {
+      // start() names options by key: say it as the user wrote it
+      const flag = OPTION_SPECS.find((spec) => spec.key === err.option)?.flag ?? err.option
+      die(`${names.get(err.option) ?? `--${flag}`}: ${err.problem}`)
+    }
     const e = err as NodeJS.ErrnoException
     if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
-      die(`cannot listen on ${String(options.host ?? CLI_DEFAULTS.host)}:${String(options.port ?? CLI_DEFAULTS.port)} (${e.code})`)
-    }
-    // a bad key, certificate or passphrase surfaces here from node:tls
-    if (typeof e.message === 'string' && /PEM|pfx|mac verify|passphrase|key|certificate|asn1/i.test(e.message)) {
-      die(`TLS (--key/--cert/--pfx/--passphrase): ${e.message.split('\n')[0] ?? ''}`)
+      die(`--port/--host: cannot listen on ${String(options.host ?? CLI_DEFAULTS.host)}:${String(options.port ?? CLI_DEFAULTS.port)} (${e.code})`)
     }
     throw err
   }

@@ -37,7 +37,8 @@ async function route (routes: Routes, secure: boolean, req: IncomingMessage, res
   switch (path) {
     case '/': {
       // behind a TLS-terminating proxy the page must still show `wss`
-      const forwarded = req.headers['x-forwarded-proto']
+      // the first proxy in a chain saw the client's scheme
+      const forwarded = String(req.headers['x-forwarded-proto'] ?? '').split(',')[0]?.trim().toLowerCase()
       const isSecure = secure || forwarded === 'https'
       send(res, 200, 'text/html; charset=utf-8', routes.page(req.headers.host ?? 'localhost', isSecure))
       return

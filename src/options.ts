@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import { createSecureContext } from 'node:tls'
 import * as C from './constants.js'
 
 /** What `start()` accepts. Every field is optional; see `LIBRARY_DEFAULTS`. */
@@ -113,7 +114,7 @@ export const CLI_DEFAULTS: Defaults = {
 
 /** A bad option value; `option` is how the user wrote its name. */
 export class OptionError extends Error {
-  constructor (readonly option: string, problem: string) {
+  constructor (readonly option: string, readonly problem: string) {
     super(`${option}: ${problem}`)
     this.name = 'OptionError'
   }
@@ -170,8 +171,10 @@ export function parseOptionValue (spec: OptionSpec, raw: unknown, option: string
  * the environment. A flag wins over its variable; an empty variable counts as
  * unset. Names in errors are written as the user wrote them.
  */
-export function optionsFromCommandLine (argv: Record<string, unknown>, env: NodeJS.ProcessEnv): Options {
+export function optionsFromCommandLine (argv: Record<string, unknown>, env: NodeJS.ProcessEnv): { options: Options, names: Map<string, string> } {
   const options: Record<string, unknown> = {}
+  /** How the user wrote each option given: `--port` or `PORT`. */
+  const names = new Map<string, string>()
   for (const spec of OPTION_SPECS) {
     const fromFlag = argv[spec.flag]
     const fromEnv = env[spec.env]
@@ -188,8 +191,9 @@ export function optionsFromCommandLine (argv: Record<string, unknown>, env: Node
     if (spec.kind === 'tls-file') value = readTlsFile(value as string, name)
     // `--disableMetrics` and `DISABLE_METRICS=1` both mean `metrics: false`
     options[spec.key] = spec.negated === true ? !(value as boolean) : value
+    names.set(spec.key, name)
   }
-  return options as Options
+  return { options: options as Options, names }
 }
 
 function readTlsFile (value: string | Buffer, option: string): Buffer {
@@ -203,16 +207,30 @@ function readTlsFile (value: string | Buffer, option: string): Buffer {
   }
 }
 
-function resolveTls (options: Options): TlsConfig | undefined {
+function pairTls (options: Options): TlsConfig | undefined {
   const { key, cert, pfx, passphrase } = options
   if (pfx !== undefined) {
-    if (key !== undefined || cert !== undefined) throw new OptionError('pfx', 'give either pfx or key and cert, not both')
+    if (key !== undefined || cert !== undefined) throw new OptionError('pfx', 'give either a PKCS#12 file or a key and a certificate, not both')
     return { pfx: readTlsFile(pfx, 'pfx'), ...(passphrase !== undefined ? { passphrase } : {}) }
   }
   if (key === undefined && cert === undefined) return undefined
-  if (key === undefined) throw new OptionError('key', 'cert was given without key')
-  if (cert === undefined) throw new OptionError('cert', 'key was given without cert')
+  if (key === undefined) throw new OptionError('key', 'a certificate was given without its key')
+  if (cert === undefined) throw new OptionError('cert', 'a key was given without its certificate')
   return { key: readTlsFile(key, 'key'), cert: readTlsFile(cert, 'cert'), ...(passphrase !== undefined ? { passphrase } : {}) }
+}
+
+/** Checks that node:tls accepts the key material now, rather than at the first connection. */
+function resolveTls (options: Options): TlsConfig | undefined {
+  const tls = pairTls(options)
+  if (tls === undefined) return undefined
+  try {
+    createSecureContext(tls)
+  } catch (err) {
+    const reason = (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? ''
+    const blamed = /bad decrypt|mac verify|passphrase/i.test(reason) ? 'passphrase' : 'pfx' in tls ? 'pfx' : /certificate|x509/i.test(reason) ? 'cert' : 'key'
+    throw new OptionError(blamed, `TLS rejected the ${'pfx' in tls ? 'PKCS#12 file' : 'key and certificate'}: ${reason}`)
+  }
+  return tls
 }
 
 /**

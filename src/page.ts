@@ -31,7 +31,8 @@ export function websocketStarAddress (hostHeader: string, secure: boolean): stri
       port = hostHeader.slice(colon + 1)
     }
   }
-  if (port === '') port = secure ? '443' : '80'
+  // a header that is not host[:port] still yields a usable address
+  if (!/^\d{1,5}$/.test(port)) port = secure ? '443' : '80'
   const proto = isIPv4(host) ? 'ip4' : isIPv6(host) ? 'ip6' : 'dns4'
   return `/${proto}/${host}/tcp/${port}/${secure ? 'wss' : 'ws'}/p2p-websocket-star`
 }
