@@ -24,13 +24,19 @@ interface Transport extends EventEmitter {
 
 interface EngineSocket extends EventEmitter {
   transport: Transport
+  /** Closes the connection when the peer's heartbeat is late. */
+  pingTimeoutTimer?: NodeJS.Timeout | null
 }
+
+/** How often a paused connection's heartbeat deadline is pushed back. */
+const HEARTBEAT_HOLD_MS = 1000
 
 export class Flow {
   /** Bytes handed to Engine.IO by `write` and not yet flushed to the transport. */
   private engineBytes = 0
   private paused = false
   private held: Array<[IncomingMessage, ServerResponse]> = []
+  private heartbeatHold: NodeJS.Timeout | undefined
   private transport: Transport
   private readonly onDrain = (): void => { this.drained() }
   private readonly onFlush = (): void => { this.engineBytes = 0 }
@@ -71,11 +77,16 @@ export class Flow {
     if (this.paused) return
     this.paused = true
     this.pauseTransport(this.transport)
+    // while not read, the peer's heartbeats wait unread in the socket: its
+    // silence is our doing, so its deadline is held off until resume
+    const conn = this.socket.conn as unknown as EngineSocket
+    this.heartbeatHold = setInterval(() => { conn.pingTimeoutTimer?.refresh() }, HEARTBEAT_HOLD_MS)
   }
 
   resume (): void {
     if (!this.paused) return
     this.paused = false
+    clearInterval(this.heartbeatHold)
     this.transport.socket?.resume?.()
     this.restorePolling(this.transport)
     const held = this.held
@@ -91,6 +102,7 @@ export class Flow {
     conn.off('upgrade', this.onUpgrade)
     this.transport.off('drain', this.onDrain)
     this.restorePolling(this.transport)
+    clearInterval(this.heartbeatHold)
     for (const [, res] of this.held) res.destroy()
     this.held = []
   }

@@ -44,6 +44,7 @@ export interface ServerStats {
   dials: number
   relayConnections: number
   relayedBytes: number
+  pausedSenders: number
   /** Event listeners on all sockets together: flat however many dials run. */
   socketListeners: number
 }
@@ -145,6 +146,7 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
       dials: relay.dials,
       relayConnections: relay.connections,
       relayedBytes: relay.bytesRelayed,
+      pausedSenders: relay.pausedSenders,
       socketListeners: countListeners(io)
     }),
     stop: async () => {

@@ -117,6 +117,13 @@ export class Relay {
     return this.links.size
   }
 
+  /** Connections not read from now, held back by a congested receiver. */
+  get pausedSenders (): number {
+    let n = 0
+    for (const link of this.links.values()) if (link.flow.isPaused) n++
+    return n
+  }
+
   dial (socket: PeerSocket, request: DialRequest): void {
     const { from, to, dialId, ack } = request
     this.metrics.dialAttempt()

@@ -358,6 +358,73 @@ describe('relay limits', () => {
 })
 
 describe('backpressure', () => {
+  it('pauses a sender while its receiver is behind, and resumes it without losing a byte', async () => {
+    const server = await startServer({ cryptoChallenge: false, relayHighWaterBytes: 64 * 1024 })
+    const a = await peer(server.url, 'v2')
+    const b = await peer(server.url, 'v2')
+    try {
+      const r = await relay(a.client, a.address, b.client, b.address)
+      // the receiver stops reading altogether until the server has paused the sender
+      const tcp = (b.client.socket as any).io.engine.transport.ws._socket
+      tcp.pause()
+      await r.dialerMaySend
+      const chunks = [...makeChunks(512, 16 * 1024)]
+      send(a.client, r.forward, chunks)
+      await until(() => server.stats().pausedSenders === 1, 'the sender is paused')
+      tcp.resume()
+      const received = await within(r.atListener.done, '8 MiB')
+      assert.equal(received.sha256, sha256(chunks))
+      assert.equal(received.end, true)
+      assert.equal(server.stats().pausedSenders, 0)
+      send(b.client, r.back, [])
+      await r.atDialer.done
+      await relayIsEmpty(server)
+    } finally {
+      await a.client.close()
+      await b.client.close()
+      await server.stop()
+    }
+  })
+
+  // socket.io-client 4 splits polling requests at the server's maxPayload;
+  // 2.x sends everything pending in one request, however large
+  for (const [version, transport] of [['v2', 'websocket'], ['v4', 'polling']] as const) {
+    it(`pauses a ${transport} sender while its receiver has not accepted, and resumes it on accept`, async () => {
+      const server = await startServer({ cryptoChallenge: false, relayHighWaterBytes: 64 * 1024 })
+      const a = await connect(server.url, version, transport)
+      const addressA = randomAddress()
+      await a.request('ss-join', addressA, '')
+      const b = await peer(server.url, 'v2')
+      try {
+        const dialId = randomUUID()
+        const maySend = accepted(a, `${dialId}.dialer`)
+        let late: Source | undefined
+        b.client.socket.on('ss-incomming', (id: string, _from: string, answer: () => void) => {
+          if (id !== dialId) return
+          late = new Source(b.client, `${dialId}.dialer`, false)
+          answer()
+        })
+        await a.request('ss-dial', addressA, b.address, dialId)
+        await maySend
+        const chunks = [...makeChunks(64, 16 * 1024)]
+        send(a, `${dialId}.dialer`, chunks)
+        await until(() => server.stats().pausedSenders === 1, 'the sender is paused')
+        assert.ok(late !== undefined)
+        late.accept()
+        const received = await within(late.done, '1 MiB')
+        assert.equal(received.sha256, sha256(chunks))
+        await until(() => server.stats().pausedSenders === 0, 'the sender is resumed')
+        b.client.emit(`${STREAM}error.${dialId}.listener`, true)
+        a.emit(`${STREAM}accept.${dialId}.listener`)
+        await relayIsEmpty(server)
+      } finally {
+        await a.close()
+        await b.client.close()
+        await server.stop()
+      }
+    })
+  }
+
   it('a slow receiver holds the sender back without losing bytes, and the server\'s memory stays bounded', async () => {
     const cli = await startCli(['--disableCryptoChallenge'])
     const url = `http://127.0.0.1:${cli.port}`
