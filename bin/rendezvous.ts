@@ -88,8 +88,11 @@ async function main (): Promise<void> {
       process.exit(1)
     }
     signalled = true
-    process.stdout.write(`Received ${signal}, stopping\n`)
-    server.stop().then(() => {
+    const streams = server.stats().relayedStreams
+    process.stdout.write(streams > 0
+      ? `Received ${signal}, stopping: ${streams} relayed streams may finish (send ${signal} again to exit now)\n`
+      : `Received ${signal}, stopping\n`)
+    server.shutdown().then(() => {
       process.stdout.write('Rendezvous server stopped\n')
       process.exit(0)
     }, (err: unknown) => {

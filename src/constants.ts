@@ -58,3 +58,5 @@ export const MAX_STREAMS_PER_CONNECTION = 256
 export const MAX_RELAY_BYTES = 0
 /** How long one dial may stay open; 0 means no limit. */
 export const MAX_RELAY_DURATION_MS = 0
+/** On SIGTERM or SIGINT, how long relayed streams in flight may go on before they are ended. */
+export const SHUTDOWN_GRACE_PERIOD_MS = 10 * second

@@ -32,7 +32,11 @@ export class Discovery {
   /** `ws-peer` messages delivered to connections since start. */
   sent = 0
 
-  constructor (private readonly io: RendezvousServer, private readonly intervalMs: number) {
+  constructor (
+    private readonly io: RendezvousServer,
+    private readonly intervalMs: number,
+    private readonly onAnnounced: (deliveries: number) => void = () => {}
+  ) {
     this.tickMs = Math.min(DISCOVERY_TICK_MAX_MS, Math.max(DISCOVERY_TICK_MIN_MS, Math.floor(intervalMs / 100)))
   }
 
@@ -99,6 +103,7 @@ export class Discovery {
     if (recipients === 0) return
     this.io.to(JOINED_ROOM).except(ownerId).emit(EVENTS.PEER, address)
     this.sent += recipients
+    this.onAnnounced(recipients)
   }
 
   private tick (): void {

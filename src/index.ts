@@ -56,6 +56,13 @@ export interface RendezvousServer {
   stats: () => ServerStats
   /** Disconnects every client, releases the port and frees every timer. */
   stop: () => Promise<void>
+  /**
+   * Graceful stop: `/health` answers 503 and new connections and dials are
+   * refused at once; relayed streams in flight may finish for up to
+   * `gracePeriodMS` (the `shutdownGracePeriodMS` option by default), then the
+   * rest are ended and the server stops.
+   */
+  shutdown: (gracePeriodMS?: number) => Promise<void>
 }
 
 function formatUri (protocol: string, host: string, port: number): string {
@@ -74,13 +81,18 @@ function countListeners (io: SocketServer): number {
 export async function start (options: Options = {}, defaults?: Defaults): Promise<RendezvousServer> {
   const config: Config = resolveConfig(options, defaults)
   const startedAt = Date.now()
-  let stopping = false
+  /** Shutdown has begun: refuse what is new, let what runs finish. */
+  let draining = false
 
   const registry = new Registry<PeerSocket>()
   const challenges = new Challenges(config.challengeTimeoutMS, config.maxPendingChallenges)
   const metrics = createMetrics(config.metrics, {
     peers: () => registry.size,
-    relayedStreams: () => relay.streams
+    connections: () => io.engine.clientsCount,
+    joinedConnections: () => registry.connections,
+    pendingChallenges: () => challenges.pending,
+    relayedStreams: () => relay.streams,
+    pausedSenders: () => relay.pausedSenders
   })
   const relay = new Relay({
     ...config,
@@ -97,14 +109,14 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
     }),
     metrics: metrics.scrape,
     health: () => ({
-      status: stopping ? 503 : 200,
-      body: { status: stopping ? 'stopping' : 'ok', uptime: Math.floor((Date.now() - startedAt) / 1000), peers: registry.size }
+      status: draining ? 503 : 200,
+      body: { status: draining ? 'stopping' : 'ok', uptime: Math.floor((Date.now() - startedAt) / 1000), peers: registry.size }
     })
   })
-  const io = createSocketServer(http)
-  const discovery = new Discovery(io, config.refreshPeerListIntervalMS)
+  const io = createSocketServer(http, () => !draining)
+  const discovery = new Discovery(io, config.refreshPeerListIntervalMS, metrics.announced)
   const joins = new Joins(config, registry, challenges, discovery, metrics, (socket, address) => { relay.addressReleased(socket, address) })
-  wireSockets(io, { joins, relay })
+  wireSockets(io, { joins, relay, metrics })
 
   try {
     await new Promise<void>((resolve, reject) => {
@@ -127,6 +139,23 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
   log('listening on %s', info.uri)
 
   let stopped: Promise<void> | undefined
+  const stop = async (): Promise<void> => {
+    if (stopped !== undefined) return await stopped
+    draining = true
+    stopped = (async () => {
+      log('stopping')
+      discovery.stop()
+      relay.stop()
+      // disconnects every socket, then closes the HTTP server
+      const closed = io.close()
+      http.closeAllConnections()
+      await closed
+      challenges.stop()
+      log('stopped')
+    })()
+    return await stopped
+  }
+
   return {
     info,
     peers: () => {
@@ -149,21 +178,23 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
       pausedSenders: relay.pausedSenders,
       socketListeners: countListeners(io)
     }),
-    stop: async () => {
-      if (stopped !== undefined) return await stopped
-      stopping = true
-      stopped = (async () => {
-        log('stopping')
-        discovery.stop()
-        relay.stop()
-        // disconnects every socket, then closes the HTTP server
-        const closed = io.close()
-        http.closeAllConnections()
-        await closed
-        challenges.stop()
-        log('stopped')
-      })()
-      return await stopped
+    stop,
+    shutdown: async (gracePeriodMS = config.shutdownGracePeriodMS) => {
+      if (!draining) {
+        draining = true
+        relay.draining = true
+        log('shutting down: %d relayed streams may finish within %d ms', relay.streams, gracePeriodMS)
+      }
+      if (relay.streams > 0 && gracePeriodMS > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, gracePeriodMS)
+          relay.onIdle = () => {
+            clearTimeout(timer)
+            resolve()
+          }
+        })
+      }
+      await stop()
     }
   }
 }

@@ -31,6 +31,7 @@ export class Joins {
   ) {}
 
   async join (socket: PeerSocket, request: JoinRequest): Promise<void> {
+    const startedAt = process.hrtime.bigint()
     const { address, data } = request
     const ack: Ack = request.ack ?? (() => {})
     const isSignature = this.config.cryptoChallenge && this.challenges.has(socket.id, address)
@@ -38,12 +39,12 @@ export class Joins {
     if (!isSignature) this.metrics.joinAttempt()
     const fail = (error: string): void => {
       log('[%s] join %s refused: %s', socket.id, address, error)
-      this.metrics.joinFailure()
+      this.metrics.joinAnswered('failure', startedAt)
       ack(error)
     }
 
     if (this.config.strictMultiaddr && !WebSocketStar.matches(request.multiaddr)) return fail(ERRORS.INVALID_MULTIADDR)
-    if (!this.config.cryptoChallenge) return this.finalize(socket, address, ack)
+    if (!this.config.cryptoChallenge) return this.finalize(socket, address, ack, startedAt)
     if (data === '') return fail(ERRORS.NO_ID)
 
     if (isSignature) {
@@ -51,7 +52,7 @@ export class Joins {
       if (result !== 'verified') return fail(result)
       // the connection may have closed while the signature was checked
       if (!socket.connected) return
-      return this.finalize(socket, address, ack)
+      return this.finalize(socket, address, ack, startedAt)
     }
 
     const key = keyForPeerId(data, request.peerId)
@@ -59,6 +60,7 @@ export class Joins {
     const begun = this.challenges.begin(socket.id, address, key)
     if ('error' in begun) return fail(begun.error)
     log('[%s] challenge sent for %s', socket.id, address)
+    this.metrics.joinAnswered('challenge', startedAt)
     ack(null, begun.nonce)
   }
 
@@ -76,7 +78,7 @@ export class Joins {
     this.challenges.dropConnection(socket.id)
   }
 
-  private finalize (socket: PeerSocket, address: string, ack: Ack): void {
+  private finalize (socket: PeerSocket, address: string, ack: Ack, startedAt: bigint): void {
     const previous = this.registry.claim(address, socket)
     if (previous !== undefined) {
       log('[%s] takes %s over from [%s]', socket.id, address, previous.id)
@@ -85,7 +87,7 @@ export class Joins {
     this.discovery.subscribe(socket)
     const others: string[] = []
     for (const other of this.registry.addresses()) if (other !== address) others.push(other)
-    this.metrics.joinSuccess()
+    this.metrics.joinAnswered('success', startedAt)
     log('[%s] joined %s', socket.id, address)
     ack(null, null, others)
     this.discovery.add(address, socket.id)

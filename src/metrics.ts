@@ -3,24 +3,34 @@
  * one process (tests start many) never collide on metric names. When metrics
  * are off, every method is a no-op and nothing is registered.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
 /** Figures read at scrape time rather than counted on the hot path. */
 export interface Gauges {
   peers: () => number
+  connections: () => number
+  joinedConnections: () => number
+  pendingChallenges: () => number
   relayedStreams: () => number
+  pausedSenders: () => number
 }
+
+export type JoinResult = 'success' | 'failure' | 'challenge'
 
 export interface Metrics {
   readonly enabled: boolean
+  /** An `ss-join` that starts a join (a signature finishes the one its key started). */
   joinAttempt: () => void
-  joinSuccess: () => void
-  joinFailure: () => void
+  /** An `ss-join` was answered; `startedAt` is `process.hrtime.bigint()` at its arrival. */
+  joinAnswered: (result: JoinResult, startedAt: bigint) => void
   dialAttempt: () => void
-  dialSuccess: () => void
-  dialFailure: () => void
+  dialAnswered: (success: boolean, startedAt: bigint) => void
   /** Bytes delivered to a relay's receiver. */
   relayed: (bytes: number) => void
+  /** `ws-peer` messages delivered by one announcement. */
+  announced: (deliveries: number) => void
+  /** A socket event handler threw. */
+  handlerError: (event: string) => void
   /** Prometheus text exposition, or undefined when metrics are off. */
   scrape: () => Promise<{ contentType: string, body: string } | undefined>
 }
@@ -30,42 +40,72 @@ const noop = (): void => {}
 const disabled: Metrics = {
   enabled: false,
   joinAttempt: noop,
-  joinSuccess: noop,
-  joinFailure: noop,
+  joinAnswered: noop,
   dialAttempt: noop,
-  dialSuccess: noop,
-  dialFailure: noop,
+  dialAnswered: noop,
   relayed: noop,
+  announced: noop,
+  handlerError: noop,
   scrape: async () => undefined
+}
+
+/** From half a millisecond (a plain join) to 30 s (a dial the listener never answers). */
+const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+function secondsSince (startedAt: bigint): number {
+  return Number(process.hrtime.bigint() - startedAt) / 1e9
 }
 
 export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
   if (!enabled) return disabled
   const registry = new Registry()
   const registers = [registry]
+  // includes nodejs_eventloop_lag_seconds and its percentiles
   collectDefaultMetrics({ register: registry })
 
-  // The old server's names, kept as they were: dashboards already use them.
-  new Gauge({ name: 'rendezvous_peers', help: 'peers online now', registers, collect () { this.set(gauges.peers()) } })
-  const joinsTotal = new Counter({ name: 'rendezvous_joins_total', help: 'all joins since server started', registers })
-  const joinsSuccess = new Counter({ name: 'rendezvous_joins_total_success', help: 'successfully completed joins since server started', registers })
-  const joinsFailure = new Counter({ name: 'rendezvous_joins_total_failure', help: 'failed joins since server started', registers })
-  const dialsTotal = new Counter({ name: 'rendezvous_dials_total', help: 'all dials since server started', registers })
-  const dialsSuccess = new Counter({ name: 'rendezvous_dials_total_success', help: 'successfully completed dials since server started', registers })
-  const dialsFailure = new Counter({ name: 'rendezvous_dials_total_failure', help: 'failed dials since server started', registers })
+  const gauge = (name: string, help: string, read: () => number): void => {
+    // eslint-disable-next-line no-new
+    new Gauge({ name, help, registers, collect () { this.set(read()) } })
+  }
 
+  // The old server's names, kept as they were: dashboards already use them.
+  gauge('rendezvous_peers', 'joined addresses now', gauges.peers)
+  const joinsTotal = new Counter({ name: 'rendezvous_joins_total', help: 'joins attempted since the server started', registers })
+  const joinsSuccess = new Counter({ name: 'rendezvous_joins_total_success', help: 'joins completed since the server started', registers })
+  const joinsFailure = new Counter({ name: 'rendezvous_joins_total_failure', help: 'joins refused since the server started', registers })
+  const dialsTotal = new Counter({ name: 'rendezvous_dials_total', help: 'dials attempted since the server started', registers })
+  const dialsSuccess = new Counter({ name: 'rendezvous_dials_total_success', help: 'dials the listener accepted since the server started', registers })
+  const dialsFailure = new Counter({ name: 'rendezvous_dials_total_failure', help: 'dials refused, timed out or abandoned since the server started', registers })
+
+  gauge('rendezvous_connections', 'Socket.IO connections open now, joined or not', gauges.connections)
+  gauge('rendezvous_joined_connections', 'connections holding at least one address', gauges.joinedConnections)
+  gauge('rendezvous_crypto_challenges_pending', 'crypto challenges waiting for their signature', gauges.pendingChallenges)
+  gauge('rendezvous_relayed_streams', 'relayed streams open now', gauges.relayedStreams)
+  gauge('rendezvous_relay_paused_senders', 'connections not read from now, held back by a slow receiver', gauges.pausedSenders)
   const relayedBytes = new Counter({ name: 'rendezvous_relayed_bytes_total', help: 'bytes delivered through relayed streams', registers })
-  new Gauge({ name: 'rendezvous_relayed_streams', help: 'relayed streams open now', registers, collect () { this.set(gauges.relayedStreams()) } })
+  const announcements = new Counter({ name: 'rendezvous_discovery_announcements_total', help: 'ws-peer messages delivered to peers (rate() gives announcements per second)', registers })
+  const joinDuration = new Histogram({ name: 'rendezvous_join_duration_seconds', help: 'time from an ss-join to its answer, by result (challenge: a nonce was sent)', labelNames: ['result'], buckets: DURATION_BUCKETS, registers })
+  const dialDuration = new Histogram({ name: 'rendezvous_dial_duration_seconds', help: 'time from an ss-dial to its answer, which waits for the listener', labelNames: ['result'], buckets: DURATION_BUCKETS, registers })
+  const handlerErrors = new Counter({ name: 'rendezvous_handler_errors_total', help: 'socket events whose handler threw, by event', labelNames: ['event'], registers })
 
   return {
     enabled: true,
     joinAttempt: () => { joinsTotal.inc() },
-    joinSuccess: () => { joinsSuccess.inc() },
-    joinFailure: () => { joinsFailure.inc() },
+    joinAnswered: (result, startedAt) => {
+      if (result === 'success') joinsSuccess.inc()
+      else if (result === 'failure') joinsFailure.inc()
+      joinDuration.observe({ result }, secondsSince(startedAt))
+    },
     dialAttempt: () => { dialsTotal.inc() },
-    dialSuccess: () => { dialsSuccess.inc() },
-    dialFailure: () => { dialsFailure.inc() },
+    dialAnswered: (success, startedAt) => {
+      if (success) dialsSuccess.inc()
+      else dialsFailure.inc()
+      dialDuration.observe({ result: success ? 'success' : 'failure' }, secondsSince(startedAt))
+    },
     relayed: (bytes) => { relayedBytes.inc(bytes) },
+    announced: (deliveries) => { announcements.inc(deliveries) },
+    // stream event names carry dial ids: label them by kind only
+    handlerError: (event) => { handlerErrors.inc({ event: event.startsWith('socket.io-pull-stream.') ? 'socket.io-pull-stream' : event }) },
     scrape: async () => ({ contentType: registry.contentType, body: await registry.metrics() })
   }
 }

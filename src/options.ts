@@ -24,6 +24,7 @@ export interface Options {
   maxStreamsPerConnection?: number
   maxRelayBytes?: number
   maxRelayDurationMS?: number
+  shutdownGracePeriodMS?: number
 }
 
 export type TlsConfig =
@@ -46,6 +47,7 @@ export interface Config {
   maxStreamsPerConnection: number
   maxRelayBytes: number
   maxRelayDurationMS: number
+  shutdownGracePeriodMS: number
 }
 
 /** `limit-*`: 0 means no limit. */
@@ -81,7 +83,8 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'relayHighWaterBytes', flag: 'relayHighWaterBytes', env: 'RELAY_HIGH_WATER_BYTES', kind: 'bytes', describe: 'bytes waiting for a receiver above which its senders are paused (resumed below a quarter of it)' },
   { key: 'maxStreamsPerConnection', flag: 'maxStreamsPerConnection', env: 'MAX_STREAMS_PER_CONNECTION', kind: 'count', describe: 'relayed streams one connection may take part in at once (a dial makes two)' },
   { key: 'maxRelayBytes', flag: 'maxRelayBytes', env: 'MAX_RELAY_BYTES', kind: 'limit-bytes', describe: 'bytes one dial may relay, both ways together (0: no limit)' },
-  { key: 'maxRelayDurationMS', flag: 'maxRelayDurationMS', env: 'MAX_RELAY_DURATION_MS', kind: 'limit-ms', describe: 'how long one dial may stay open, in ms (0: no limit)' }
+  { key: 'maxRelayDurationMS', flag: 'maxRelayDurationMS', env: 'MAX_RELAY_DURATION_MS', kind: 'limit-ms', describe: 'how long one dial may stay open, in ms (0: no limit)' },
+  { key: 'shutdownGracePeriodMS', flag: 'shutdownGracePeriodMS', env: 'SHUTDOWN_GRACE_PERIOD_MS', kind: 'limit-ms', describe: 'on SIGTERM/SIGINT, how long relayed streams may go on before they are ended, in ms' }
 ]
 
 /** A value for every option that has a default. */
@@ -101,7 +104,8 @@ export const LIBRARY_DEFAULTS: Defaults = {
   relayHighWaterBytes: C.RELAY_HIGH_WATER_BYTES,
   maxStreamsPerConnection: C.MAX_STREAMS_PER_CONNECTION,
   maxRelayBytes: C.MAX_RELAY_BYTES,
-  maxRelayDurationMS: C.MAX_RELAY_DURATION_MS
+  maxRelayDurationMS: C.MAX_RELAY_DURATION_MS,
+  shutdownGracePeriodMS: C.SHUTDOWN_GRACE_PERIOD_MS
 }
 
 /** Defaults of the `rendezvous` command: those of the old command. */

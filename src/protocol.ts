@@ -26,6 +26,7 @@ export const ERRORS = {
   STREAM_ERROR: 'Stream error',
   RELAY_DATA_LIMIT: 'Relay data limit reached',
   RELAY_DURATION_LIMIT: 'Relay duration limit reached',
+  SHUTTING_DOWN: 'Server shutting down',
   INTERNAL: 'Internal server error'
 } as const
 

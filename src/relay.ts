@@ -59,6 +59,7 @@ interface Dial {
   streams: Stream[]
   answered: boolean
   ack: Ack
+  startedAt: bigint
   bytes: number
   timer: NodeJS.Timeout | undefined
 }
@@ -95,6 +96,10 @@ export class Relay {
   private dialCount = 0
   /** Bytes delivered to receivers since start. */
   bytesRelayed = 0
+  /** Shutting down: open streams go on, new dials are refused. */
+  draining = false
+  /** Called each time the last open stream closes. */
+  onIdle: () => void = () => {}
 
   constructor (
     private readonly config: RelayConfig,
@@ -125,13 +130,15 @@ export class Relay {
   }
 
   dial (socket: PeerSocket, request: DialRequest): void {
+    const startedAt = process.hrtime.bigint()
     const { from, to, dialId, ack } = request
     this.metrics.dialAttempt()
     const fail = (error: string): void => {
       log('[%s] dial %s from %s to %s refused: %s', socket.id, dialId, from, to, error)
-      this.metrics.dialFailure()
+      this.metrics.dialAnswered(false, startedAt)
       ack(error)
     }
+    if (this.draining) return fail(ERRORS.SHUTTING_DOWN)
     if (!this.registry.holds(socket, from)) return fail(ERRORS.NOT_AUTHORIZED)
     const target = this.registry.holderOf(to)
     if (target === undefined) return fail(ERRORS.PEER_NOT_FOUND)
@@ -152,7 +159,7 @@ export class Relay {
       return fail(ERRORS.TOO_MANY_STREAMS)
     }
 
-    const dial: Dial = { id: dialId, from, to, dialer, listener, streams: [], answered: false, ack, bytes: 0, timer: undefined }
+    const dial: Dial = { id: dialId, from, to, dialer, listener, streams: [], answered: false, ack, startedAt, bytes: 0, timer: undefined }
     this.dialCount++
     dialer.dials.add(dial)
     listener.dials.add(dial)
@@ -269,14 +276,14 @@ export class Relay {
     if (error !== undefined && error !== null && error !== false && error !== '') {
       const message = typeof error === 'string' ? error.slice(0, 1024) : ERRORS.DIAL_REFUSED
       log('dial %s refused by the listener: %s', dial.id, message)
-      this.metrics.dialFailure()
+      this.metrics.dialAnswered(false, dial.startedAt)
       dial.ack(message)
       this.teardown(dial, true)
       return
     }
     const back = this.open(dial, `${dial.id}.listener`, dial.listener, dial.dialer)
     dial.listener.socket.emit(streamEvent('accept', back.name))
-    this.metrics.dialSuccess()
+    this.metrics.dialAnswered(true, dial.startedAt)
     log('dial %s answered', dial.id)
     // the old server answered with no arguments at all
     ;(dial.ack as () => void)()
@@ -288,7 +295,7 @@ export class Relay {
     if (!dial.answered) {
       dial.answered = true
       log('dial %s: listener did not answer in time', dial.id)
-      this.metrics.dialFailure()
+      this.metrics.dialAnswered(false, dial.startedAt)
       dial.ack(ERRORS.DIAL_TIMEOUT)
     } else {
       log('dial %s: a stream was not accepted in time', dial.id)
@@ -400,7 +407,7 @@ export class Relay {
     const at = dial.streams.indexOf(stream)
     if (at >= 0) {
       dial.streams.splice(at, 1)
-      this.streamCount--
+      if (--this.streamCount === 0) this.onIdle()
     }
   }
 
@@ -411,7 +418,7 @@ export class Relay {
   private teardown (dial: Dial, end: End, gone?: Link): void {
     if (!dial.answered) {
       dial.answered = true
-      this.metrics.dialFailure()
+      this.metrics.dialAnswered(false, dial.startedAt)
       dial.ack(ERRORS.PEER_NOT_FOUND)
     }
     for (const stream of [...dial.streams]) {

@@ -9,17 +9,25 @@ import { Server } from 'socket.io'
 import { MAX_MESSAGE_BYTES, SOCKET_IO_PATH } from './constants.js'
 import type { Joins } from './join.js'
 import { ERRORS, EVENTS, STREAM_EVENT_PREFIX, isRejected, parseDial, parseJoin, parseLeave, type Ack, type PeerSocket, type RendezvousServer } from './protocol.js'
+import type { Metrics } from './metrics.js'
 import type { Relay } from './relay.js'
 
 const log = debug('rendezvous:socket')
+// real errors are printed whether or not DEBUG asks for them
 const logError = debug('rendezvous:error')
+logError.enabled = true
 
 export interface Handlers {
   joins: Joins
   relay: Relay
+  metrics: Metrics
 }
 
-export function createSocketServer (http: HttpServer): RendezvousServer {
+/**
+ * @param accepting false once shutdown has begun: new connections are
+ * refused, those already open go on
+ */
+export function createSocketServer (http: HttpServer, accepting: () => boolean): RendezvousServer {
   return new Server(http, {
     path: SOCKET_IO_PATH,
     // socket.io-client 2.x speaks Engine.IO v3
@@ -27,7 +35,12 @@ export function createSocketServer (http: HttpServer): RendezvousServer {
     // browsers connect from any origin, and 2.x polling sends credentials
     cors: { origin: true, credentials: true },
     serveClient: false,
-    maxHttpBufferSize: MAX_MESSAGE_BYTES
+    maxHttpBufferSize: MAX_MESSAGE_BYTES,
+    // Engine.IO asks this for handshakes only, not for requests of open sessions
+    allowRequest: (_req, callback) => {
+      if (accepting()) callback(null, true)
+      else callback(ERRORS.SHUTTING_DOWN, false)
+    }
   })
 }
 
@@ -37,29 +50,30 @@ function refuse (socket: PeerSocket, event: string, ack: Ack | undefined, error:
   if (ack !== undefined) ack(error)
 }
 
-function failed (socket: PeerSocket, event: string, ack: unknown, err: unknown): void {
+function failed (socket: PeerSocket, event: string, ack: unknown, err: unknown, metrics: Metrics): void {
   logError('[%s] %s handler failed: %O', socket.id, event, err)
+  metrics.handlerError(event)
   if (typeof ack === 'function') {
     try { (ack as Ack)(ERRORS.INTERNAL) } catch {}
   }
 }
 
-/**
- * Wraps a handler so that an exception, thrown or rejected, is logged with the
- * connection id and answered on the event's ack, if it has one.
- */
-function guarded (socket: PeerSocket, event: string, handler: (args: unknown[]) => void | Promise<void>) {
-  return (...args: unknown[]): void => {
-    try {
-      const done = handler(args)
-      if (done !== undefined) done.catch((err: unknown) => { failed(socket, event, args[args.length - 1], err) })
-    } catch (err) {
-      failed(socket, event, args[args.length - 1], err)
+export function wireSockets (io: RendezvousServer, { joins, relay, metrics }: Handlers): void {
+  /**
+   * Wraps a handler so that an exception, thrown or rejected, is logged with
+   * the connection id, counted, and answered on the event's ack, if it has one.
+   */
+  function guarded (socket: PeerSocket, event: string, handler: (args: unknown[]) => void | Promise<void>) {
+    return (...args: unknown[]): void => {
+      try {
+        const done = handler(args)
+        if (done !== undefined) done.catch((err: unknown) => { failed(socket, event, args[args.length - 1], err, metrics) })
+      } catch (err) {
+        failed(socket, event, args[args.length - 1], err, metrics)
+      }
     }
   }
-}
 
-export function wireSockets (io: RendezvousServer, { joins, relay }: Handlers): void {
   io.on('connection', (socket) => {
     log('[%s] connected over %s', socket.id, socket.conn.transport.name)
 
@@ -88,7 +102,7 @@ export function wireSockets (io: RendezvousServer, { joins, relay }: Handlers): 
       try {
         relay.onStreamEvent(socket, event, args)
       } catch (err) {
-        failed(socket, event, undefined, err)
+        failed(socket, event, undefined, err, metrics)
       }
     })
 

@@ -1,0 +1,72 @@
+/**
+ * Headless Chromium for browser tests: Debian's build, driven by
+ * playwright-core (nothing is downloaded). Without Chromium the browser tests
+ * skip with `NO_CHROMIUM` as the reason; CI installs it.
+ */
+import { accessSync, constants } from 'node:fs'
+import { delimiter, join } from 'node:path'
+import { chromium, type Browser, type Page } from 'playwright-core'
+
+/** `CHROMIUM_PATH` overrides where Chromium is looked for (`CHROMIUM_PATH=/nonexistent` simulates its absence). */
+const CANDIDATES = process.env.CHROMIUM_PATH !== undefined
+  ? [process.env.CHROMIUM_PATH]
+  : ['/usr/bin/chromium', ...(process.env.PATH ?? '').split(delimiter).filter((dir) => dir !== '').map((dir) => join(dir, 'chromium'))]
+
+function executable (path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** The Chromium executable the tests drive, if there is one. */
+export const CHROMIUM_EXECUTABLE: string | undefined = CANDIDATES.find(executable)
+
+/** A skip reason for `describe(..., { skip: NO_CHROMIUM })`, or false when Chromium is there. */
+export const NO_CHROMIUM: string | false = CHROMIUM_EXECUTABLE === undefined
+  ? `Chromium not installed: no executable at ${process.env.CHROMIUM_PATH !== undefined ? `CHROMIUM_PATH=${process.env.CHROMIUM_PATH}` : '/usr/bin/chromium or chromium on PATH'} (apt-get install chromium)`
+  : false
+
+/**
+ * Headless Chromium that stays off the network by itself: without the
+ * background-networking flags it reaches for Google's services at start-up.
+ * `--no-sandbox` because CI runs as root.
+ */
+export async function launchChromium (): Promise<Browser> {
+  if (CHROMIUM_EXECUTABLE === undefined) throw new Error(String(NO_CHROMIUM))
+  return await chromium.launch({
+    executablePath: CHROMIUM_EXECUTABLE,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync'
+    ]
+  })
+}
+
+/** A phone: iPhone 12-14 sized viewport, high-density, touch. */
+export const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true } as const
+
+/** Every URL `page` requests from now on, websockets included, in order. */
+export function recordRequests (page: Page): string[] {
+  const urls: string[] = []
+  page.on('request', (request) => { urls.push(request.url()) })
+  page.on('websocket', (ws) => { urls.push(ws.url()) })
+  return urls
+}
+
+/** The requests in `urls` that went to none of `origins` (`http://127.0.0.1:1234`; `ws:` counts as `http:`). */
+export function foreignRequests (urls: string[], origins: string[]): string[] {
+  const allowed = new Set(origins.map((origin) => new URL(origin).origin))
+  return urls.filter((url) => {
+    const u = new URL(url)
+    if (u.protocol === 'ws:' || u.protocol === 'wss:') u.protocol = u.protocol === 'ws:' ? 'http:' : 'https:'
+    return !allowed.has(u.origin)
+  })
+}
