@@ -1,6 +1,7 @@
 /**
  * `start(options)`: wires the parts together and returns the server handle.
  */
+import type { EventEmitter } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import debug from 'debug'
 import { Challenges } from './challenge.js'
@@ -67,6 +68,20 @@ export interface RendezvousServer {
 
 function formatUri (protocol: string, host: string, port: number): string {
   return `${protocol}://${host.includes(':') ? `[${host}]` : host}:${port}`
+}
+
+/** How long stop() lets queued messages reach clients before it closes their connections. */
+const STOP_FLUSH_MS = 1000
+
+async function disconnectAll (io: SocketServer, patienceMs: number): Promise<void> {
+  // Engine.IO keeps its open connections in a protected record
+  const conns = Object.values((io.engine as unknown as { clients: Record<string, EventEmitter> }).clients)
+  const closing = conns.map(async (conn) => await new Promise<void>((resolve) => { conn.once('close', () => { resolve() }) }))
+  if (closing.length === 0) return
+  io.disconnectSockets(true)
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([Promise.all(closing), new Promise((resolve) => { timer = setTimeout(resolve, patienceMs) })])
+  clearTimeout(timer)
 }
 
 function countListeners (io: SocketServer): number {
@@ -146,7 +161,10 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
       log('stopping')
       discovery.stop()
       relay.stop()
-      // disconnects every socket, then closes the HTTP server
+      // a graceful disconnect flushes what is queued (the ends relay.stop()
+      // just sent) before the transport closes; io.close() would discard it
+      await disconnectAll(io, STOP_FLUSH_MS)
+      // then closes the HTTP server
       const closed = io.close()
       http.closeAllConnections()
       await closed

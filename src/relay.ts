@@ -233,8 +233,13 @@ export class Relay {
     this.links.delete(socket.id)
   }
 
+  /** Ends every stream, telling both sides (they are still connected), and frees everything. */
   stop (): void {
-    for (const link of [...this.links.values()]) this.connectionClosed(link.socket)
+    for (const link of [...this.links.values()]) {
+      for (const dial of [...link.dials]) this.teardown(dial, true)
+      link.flow.close()
+      this.links.delete(link.socket.id)
+    }
   }
 
   private link (socket: PeerSocket): Link {

@@ -1,0 +1,54 @@
+/** /metrics scraped and parsed with a real Prometheus exposition-format parser. */
+import parse from 'parse-prometheus-text-format'
+
+type Family = ReturnType<typeof parse>[number]
+
+export interface Scraped {
+  /** Families by name, with their declared types. */
+  families: Map<string, Family>
+  /**
+   * Every sample by its own name (`x_count`, `x_bucket`…). The parser drops the
+   * labels of labelled histograms, so histograms are read a second time with
+   * their TYPE lines made `untyped`, which keeps each sample as it is.
+   */
+  samples: Map<string, Family>
+}
+
+export async function scrape (url: string): Promise<Scraped> {
+  const res = await fetch(`${url}/metrics`)
+  if (res.status !== 200) throw new Error(`/metrics answered ${res.status}`)
+  const text = await res.text()
+  // untyped samples of one name come back as several families when other names
+  // stand between them (x_count{a} after x_bucket{b}…): merge them
+  const byName = (list: Family[]): Map<string, Family> => {
+    const map = new Map<string, Family>()
+    for (const family of list) {
+      const seen = map.get(family.name)
+      if (seen === undefined) map.set(family.name, { ...family, metrics: [...family.metrics] })
+      else seen.metrics.push(...family.metrics)
+    }
+    return map
+  }
+  return {
+    families: byName(parse(text)),
+    samples: byName(parse(text.replace(/^# TYPE (\S+) histogram$/gm, '# TYPE $1 untyped')))
+  }
+}
+
+function find (m: Scraped, name: string, labels: Record<string, string>): number | undefined {
+  const found = m.samples.get(name)?.metrics.find((s) => Object.entries(labels).every(([k, v]) => s.labels?.[k] === v))
+  return found?.value === undefined ? undefined : Number(found.value)
+}
+
+/** The value of a counter or gauge sample (the first whose labels include `labels`). */
+export function sample (m: Scraped, name: string, labels: Record<string, string> = {}): number {
+  const value = find(m, name, labels)
+  if (value === undefined) throw new Error(`no sample of ${name} with ${JSON.stringify(labels)}`)
+  return value
+}
+
+/** How many observations a histogram holds with these labels (0 when none yet). */
+export function observations (m: Scraped, name: string, labels: Record<string, string> = {}): number {
+  if (m.families.get(name)?.type !== 'HISTOGRAM') throw new Error(`${name} is not a histogram`)
+  return find(m, `${name}_count`, labels) ?? 0
+}
