@@ -3,7 +3,9 @@
  * parser, /health through a graceful shutdown, and the logs.
  */
 import assert from 'node:assert/strict'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { after, before, describe, it } from 'node:test'
+import { fileURLToPath } from 'node:url'
 import { ERRORS } from '../src/index.js'
 import { connect, type Client } from './helpers/clients.js'
 import { addressOf, libp2pIdentity, randomAddress } from './helpers/keys.js'
@@ -13,6 +15,7 @@ import { makeChunks, relay, send, sha256 } from './helpers/streams.js'
 import { until, within } from './helpers/wait.js'
 
 type Server = Awaited<ReturnType<typeof startServer>>
+const ARTIFACTS = new URL('../../test-artifacts/', import.meta.url)
 
 async function challengeJoin (client: Client, address: string, identity: Awaited<ReturnType<typeof libp2pIdentity>>): Promise<void> {
   const [, nonce] = await client.request('ss-join', address, identity.publicKeyHex)
@@ -111,6 +114,10 @@ describe('metrics', () => {
     assert.equal(sample(m, 'rendezvous_dials_total_failure'), 1)
     assert.equal(observations(m, 'rendezvous_dial_duration_seconds', { result: 'failure' }), 1)
     assert.equal(sample(m, 'rendezvous_relay_paused_senders'), 0)
+    // kept as an artefact: what an operator's Prometheus scrapes after a join, a dial and a relay
+    mkdirSync(ARTIFACTS, { recursive: true })
+    writeFileSync(new URL('metrics.txt', ARTIFACTS), m.text)
+    process.stdout.write(`# metrics scrape: ${fileURLToPath(new URL('metrics.txt', ARTIFACTS))}\n`)
 
     await b.close()
     await until(() => server.stats().connections === 1, 'b is gone')

@@ -4,6 +4,8 @@ import parse from 'parse-prometheus-text-format'
 type Family = ReturnType<typeof parse>[number]
 
 export interface Scraped {
+  /** The exposition as served. */
+  text: string
   /** Families by name, with their declared types. */
   families: Map<string, Family>
   /**
@@ -30,6 +32,7 @@ export async function scrape (url: string): Promise<Scraped> {
     return map
   }
   return {
+    text,
     families: byName(parse(text)),
     samples: byName(parse(text.replace(/^# TYPE (\S+) histogram$/gm, '# TYPE $1 untyped')))
   }
