@@ -60,3 +60,13 @@ export const MAX_RELAY_BYTES = 0
 export const MAX_RELAY_DURATION_MS = 0
 /** On SIGTERM or SIGINT, how long relayed streams in flight may go on before they are ended. */
 export const SHUTDOWN_GRACE_PERIOD_MS = 10 * second
+/**
+ * Discovery deliveries (one `ws-peer` to one peer) per second at most. A
+ * refresh round costs peers × (peers − 1): beyond this budget the refresh
+ * interval stretches. Measured on a 2-core machine (README, Performance).
+ */
+export const MAX_ANNOUNCEMENTS_PER_SECOND = 600_000
+/** Addresses listed in a join's answer at most; a random sample when more are joined. */
+export const MAX_PEERS_IN_JOIN_REPLY = 1000
+/** A peer with this much unsent output is skipped by announcements (they are refreshes). */
+export const SLOW_PEER_ANNOUNCE_BYTES = 256 * KiB

@@ -3,41 +3,64 @@
  * joined connection at once, then again every refresh interval while it stays
  * joined.
  *
- * One scheduler serves all addresses: it wakes every few milliseconds and
- * announces the next slice of a round-robin list, sized so that the whole list
- * goes round once per interval. A refresh is thus spread evenly over the
- * interval instead of arriving as one burst per peer per interval, and there is
- * no timer per peer to leak. Each announcement is one Socket.IO room broadcast:
- * encoded once, written to every member of the room.
+ * One scheduler serves all addresses. New joins are announced on the next
+ * turn of the event loop, many joins in one batch. Refreshes come from a
+ * round-robin list: every tick (at most 100 ms apart) announces the slice that
+ * is due, so a round is spread evenly over the interval instead of bursting.
+ * Each tick's announcements go out as one batch (see fanout.ts).
+ *
+ * The announcement budget: deliveries per second are capped at
+ * `maxAnnouncementsPerSecond`. A refresh round costs peers × (peers − 1)
+ * deliveries, so when that would exceed the budget the effective refresh
+ * interval stretches to fit it. New joins come first: they may run the
+ * budget into debt, which the refreshes then repay.
  */
 import { DISCOVERY_TICK_MAX_MS, DISCOVERY_TICK_MIN_MS, JOINED_ROOM } from './constants.js'
-import { EVENTS, type PeerSocket, type RendezvousServer } from './protocol.js'
+import type { Announcement, Fanout } from './fanout.js'
+import type { PeerSocket, RendezvousServer } from './protocol.js'
 
-interface Entry {
-  address: string
-  /** Connection that holds the address: it is not told about itself. */
-  ownerId: string
+interface Entry extends Announcement {
+  /** Still to be announced as a new join. */
+  fresh: boolean
 }
+
+export interface DiscoveryConfig {
+  refreshPeerListIntervalMS: number
+  maxAnnouncementsPerSecond: number
+}
+
+/** How far the budget may run ahead or into debt, in seconds of budget. */
+const BUDGET_BURST_SECONDS = 0.2
 
 export class Discovery {
   /** Addresses in announcement order; `[0, cursor)` have been announced this round. */
   private readonly entries: Entry[] = []
   private readonly positions = new Map<string, number>()
   private cursor = 0
-  /** Fractional announcements owed, carried from tick to tick. */
+  /** Refresh announcements owed, carried from tick to tick. */
   private credit = 0
+  /** Deliveries the budget allows now; negative while new joins are repaid. */
+  private tokens = 0
   private lastTick = 0
   private timer: NodeJS.Timeout | undefined
+  private immediate: NodeJS.Immediate | undefined
+  /** New joins to announce, oldest first, from `freshHead` on. */
+  private fresh: Entry[] = []
+  private freshHead = 0
   private readonly tickMs: number
   /** `ws-peer` messages delivered to connections since start. */
   sent = 0
+  /** The refresh interval in force, stretched by the budget. */
+  effectiveIntervalMs: number
 
   constructor (
     private readonly io: RendezvousServer,
-    private readonly intervalMs: number,
-    private readonly onAnnounced: (deliveries: number) => void = () => {}
+    private readonly config: DiscoveryConfig,
+    private readonly fanout: Fanout,
+    private readonly onAnnounced: (deliveries: number, dropped: number) => void = () => {}
   ) {
-    this.tickMs = Math.min(DISCOVERY_TICK_MAX_MS, Math.max(DISCOVERY_TICK_MIN_MS, Math.floor(intervalMs / 100)))
+    this.tickMs = Math.min(DISCOVERY_TICK_MAX_MS, Math.max(DISCOVERY_TICK_MIN_MS, Math.floor(config.refreshPeerListIntervalMS / 100)))
+    this.effectiveIntervalMs = config.refreshPeerListIntervalMS
   }
 
   /** Addresses being announced. */
@@ -60,23 +83,30 @@ export class Discovery {
     void socket.leave(JOINED_ROOM)
   }
 
-  /** Announces `address` now, then every interval until `remove`. */
+  /** Announces `address` at once, then every interval until `remove`. */
   add (address: string, ownerId: string): void {
     if (this.positions.has(address)) this.remove(address)
-    this.announce(address, ownerId)
+    const entry: Entry = { address, ownerId, fresh: true }
     this.positions.set(address, this.entries.length)
-    this.entries.push({ address, ownerId })
+    this.entries.push(entry)
+    this.fresh.push(entry)
     if (this.timer === undefined) {
       this.lastTick = Date.now()
       this.credit = 0
+      this.tokens = this.burst()
       this.timer = setInterval(() => { this.tick() }, this.tickMs)
     }
+    this.immediate ??= setImmediate(() => {
+      this.immediate = undefined
+      this.tick()
+    })
   }
 
   /** Stops announcing `address`. */
   remove (address: string): void {
     let at = this.positions.get(address)
     if (at === undefined) return
+    ;(this.entries[at] as Entry).fresh = false
     // keep the announced and the waiting parts of the round apart
     if (at < this.cursor) {
       this.cursor--
@@ -86,40 +116,79 @@ export class Discovery {
     this.swap(at, this.entries.length - 1)
     this.entries.pop()
     this.positions.delete(address)
-    if (this.entries.length === 0) this.stopTimer()
+    if (this.entries.length === 0) this.stopTimers()
+  }
+
+  /** Up to `count` joined addresses other than `except`, chosen at random when there are more. */
+  sample (count: number, except: string): string[] {
+    const n = this.entries.length
+    if (n - 1 <= count) return this.entries.filter((e) => e.address !== except).map((e) => e.address)
+    const picked = new Set<number>()
+    const chosen: string[] = []
+    while (chosen.length < count) {
+      const i = Math.floor(Math.random() * n)
+      if (picked.has(i)) continue
+      picked.add(i)
+      const address = (this.entries[i] as Entry).address
+      if (address !== except) chosen.push(address)
+    }
+    return chosen
   }
 
   stop (): void {
-    this.stopTimer()
+    this.stopTimers()
     this.entries.length = 0
     this.positions.clear()
+    this.fresh = []
+    this.freshHead = 0
     this.cursor = 0
   }
 
-  private announce (address: string, ownerId: string): void {
-    const room = this.io.sockets.adapter.rooms.get(JOINED_ROOM)
-    if (room === undefined) return
-    const recipients = room.size - (room.has(ownerId) ? 1 : 0)
-    if (recipients === 0) return
-    this.io.to(JOINED_ROOM).except(ownerId).emit(EVENTS.PEER, address)
-    this.sent += recipients
-    this.onAnnounced(recipients)
+  private burst (): number {
+    return this.config.maxAnnouncementsPerSecond * BUDGET_BURST_SECONDS
   }
 
   private tick (): void {
     const now = Date.now()
-    const total = this.entries.length
-    this.credit += total * (now - this.lastTick) / this.intervalMs
+    const elapsed = now - this.lastTick
     this.lastTick = now
-    let due = Math.min(total, Math.floor(this.credit))
+    const rate = this.config.maxAnnouncementsPerSecond
+    this.tokens = Math.min(this.burst(), this.tokens + rate * elapsed / 1000)
+    const total = this.entries.length
+    // what one announcement costs: a delivery to every other joined connection
+    const cost = Math.max(1, this.listeners - 1)
+    const batch: Announcement[] = []
+
+    // new joins first, into debt if need be, but not beyond one burst of it
+    while (this.freshHead < this.fresh.length && this.tokens > -this.burst()) {
+      const entry = this.fresh[this.freshHead++] as Entry
+      if (!entry.fresh) continue
+      entry.fresh = false
+      batch.push(entry)
+      this.tokens -= cost
+    }
+    if (this.freshHead === this.fresh.length) {
+      this.fresh = []
+      this.freshHead = 0
+    }
+
+    // then the refresh round, at the interval the budget allows
+    this.effectiveIntervalMs = Math.max(this.config.refreshPeerListIntervalMS, 1000 * total * cost / rate)
+    this.credit = Math.min(total, this.credit + total * elapsed / this.effectiveIntervalMs)
+    let due = Math.min(total, Math.floor(this.credit), Math.max(0, Math.floor(this.tokens / cost)))
     this.credit -= due
-    // never owe more than one round: after a stall, catch up at most once
-    if (this.credit > total) this.credit = total
+    this.tokens -= due * cost
     while (due-- > 0) {
       if (this.cursor >= this.entries.length) this.cursor = 0
       const entry = this.entries[this.cursor++]
-      if (entry !== undefined) this.announce(entry.address, entry.ownerId)
+      if (entry !== undefined) batch.push(entry)
     }
+
+    if (batch.length === 0) return
+    const droppedBefore = this.fanout.dropped
+    const deliveries = this.fanout.send(batch)
+    this.sent += deliveries
+    this.onAnnounced(deliveries, this.fanout.dropped - droppedBefore)
   }
 
   private swap (i: number, j: number): void {
@@ -132,8 +201,10 @@ export class Discovery {
     this.positions.set(a.address, j)
   }
 
-  private stopTimer (): void {
+  private stopTimers (): void {
     if (this.timer !== undefined) clearInterval(this.timer)
+    if (this.immediate !== undefined) clearImmediate(this.immediate)
     this.timer = undefined
+    this.immediate = undefined
   }
 }

@@ -13,6 +13,7 @@
  */
 import { EventEmitter } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { PeerSocket } from './protocol.js'
 
 /** The parts of Engine.IO's transports used here. */
@@ -136,4 +137,19 @@ export class Flow {
   private restorePolling (transport: Transport): void {
     if (Object.prototype.hasOwnProperty.call(transport, 'onDataRequest')) delete transport.onDataRequest
   }
+}
+
+/**
+ * The TCP socket under a connection's WebSocket, when frames may be written to
+ * it directly: the transport is an open websocket that sends every frame
+ * synchronously (no permessage-deflate, which would queue them). Undefined
+ * for polling, during an upgrade, or once closing.
+ */
+export function rawSocketOf (socket: PeerSocket): Socket | undefined {
+  const transport = (socket.conn as unknown as EngineSocket).transport
+  const ws = transport.socket as undefined | { readyState?: number, _socket?: Socket, _extensions?: Record<string, unknown> }
+  if (transport.name !== 'websocket' || ws === undefined || ws.readyState !== 1) return undefined
+  if (ws._extensions !== undefined && Object.keys(ws._extensions).length > 0) return undefined
+  const raw = ws._socket
+  return raw !== undefined && raw.writable ? raw : undefined
 }

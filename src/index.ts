@@ -14,7 +14,8 @@ import { renderPage, websocketStarAddress } from './page.js'
 import type { PeerSocket, RendezvousServer as SocketServer } from './protocol.js'
 import { Registry } from './registry.js'
 import { Relay } from './relay.js'
-import { RELAY_LOW_WATER_RATIO } from './constants.js'
+import { RELAY_LOW_WATER_RATIO, SLOW_PEER_ANNOUNCE_BYTES } from './constants.js'
+import { Fanout } from './fanout.js'
 import { createSocketServer, wireSockets } from './socket.js'
 import { VERSION } from './version.js'
 
@@ -41,6 +42,8 @@ export interface ServerStats {
   challengeConnections: number
   announcedAddresses: number
   announcementsSent: number
+  /** The refresh interval in force, stretched by the announcement budget. */
+  refreshIntervalMS: number
   relayedStreams: number
   dials: number
   relayConnections: number
@@ -107,7 +110,8 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
     joinedConnections: () => registry.connections,
     pendingChallenges: () => challenges.pending,
     relayedStreams: () => relay.streams,
-    pausedSenders: () => relay.pausedSenders
+    pausedSenders: () => relay.pausedSenders,
+    refreshIntervalSeconds: () => discovery.effectiveIntervalMs / 1000
   })
   const relay = new Relay({
     ...config,
@@ -129,7 +133,7 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
     })
   })
   const io = createSocketServer(http, () => !draining)
-  const discovery = new Discovery(io, config.refreshPeerListIntervalMS, metrics.announced)
+  const discovery = new Discovery(io, config, new Fanout(io, SLOW_PEER_ANNOUNCE_BYTES), metrics.announced)
   const joins = new Joins(config, registry, challenges, discovery, metrics, (socket, address) => { relay.addressReleased(socket, address) })
   wireSockets(io, { joins, relay, metrics })
 
@@ -189,6 +193,7 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
       challengeConnections: challenges.connections,
       announcedAddresses: discovery.size,
       announcementsSent: discovery.sent,
+      refreshIntervalMS: discovery.effectiveIntervalMs,
       relayedStreams: relay.streams,
       dials: relay.dials,
       relayConnections: relay.connections,

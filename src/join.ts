@@ -18,6 +18,7 @@ export type ReleaseHook = (socket: PeerSocket, address: string) => void
 export interface JoinConfig {
   cryptoChallenge: boolean
   strictMultiaddr: boolean
+  maxPeersInJoinReply: number
 }
 
 export class Joins {
@@ -85,8 +86,7 @@ export class Joins {
       this.forget(previous, address)
     }
     this.discovery.subscribe(socket)
-    const others: string[] = []
-    for (const other of this.registry.addresses()) if (other !== address) others.push(other)
+    const others = this.discovery.sample(this.config.maxPeersInJoinReply, address)
     this.metrics.joinAnswered('success', startedAt)
     log('[%s] joined %s', socket.id, address)
     ack(null, null, others)

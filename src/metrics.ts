@@ -13,6 +13,7 @@ export interface Gauges {
   pendingChallenges: () => number
   relayedStreams: () => number
   pausedSenders: () => number
+  refreshIntervalSeconds: () => number
 }
 
 export type JoinResult = 'success' | 'failure' | 'challenge'
@@ -27,8 +28,8 @@ export interface Metrics {
   dialAnswered: (success: boolean, startedAt: bigint) => void
   /** Bytes delivered to a relay's receiver. */
   relayed: (bytes: number) => void
-  /** `ws-peer` messages delivered by one announcement. */
-  announced: (deliveries: number) => void
+  /** `ws-peer` messages delivered by one batch, and those skipped for peers not reading. */
+  announced: (deliveries: number, dropped: number) => void
   /** A socket event handler threw. */
   handlerError: (event: string) => void
   /** Prometheus text exposition, or undefined when metrics are off. */
@@ -84,6 +85,8 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
   gauge('rendezvous_relay_paused_senders', 'connections not read from now, held back by a slow receiver', gauges.pausedSenders)
   const relayedBytes = new Counter({ name: 'rendezvous_relayed_bytes_total', help: 'bytes delivered through relayed streams', registers })
   const announcements = new Counter({ name: 'rendezvous_discovery_announcements_total', help: 'ws-peer messages delivered to peers (rate() gives announcements per second)', registers })
+  const dropped = new Counter({ name: 'rendezvous_discovery_announcements_dropped_total', help: 'ws-peer messages skipped because the peer was not reading', registers })
+  gauge('rendezvous_discovery_refresh_interval_seconds', 'refresh interval in force: the configured one, stretched by the announcement budget', gauges.refreshIntervalSeconds)
   const joinDuration = new Histogram({ name: 'rendezvous_join_duration_seconds', help: 'time from an ss-join to its answer, by result (challenge: a nonce was sent)', labelNames: ['result'], buckets: DURATION_BUCKETS, registers })
   const dialDuration = new Histogram({ name: 'rendezvous_dial_duration_seconds', help: 'time from an ss-dial to its answer, which waits for the listener', labelNames: ['result'], buckets: DURATION_BUCKETS, registers })
   const handlerErrors = new Counter({ name: 'rendezvous_handler_errors_total', help: 'socket events whose handler threw, by event', labelNames: ['event'], registers })
@@ -103,7 +106,10 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
       dialDuration.observe({ result: success ? 'success' : 'failure' }, secondsSince(startedAt))
     },
     relayed: (bytes) => { relayedBytes.inc(bytes) },
-    announced: (deliveries) => { announcements.inc(deliveries) },
+    announced: (deliveries, skipped) => {
+      announcements.inc(deliveries)
+      if (skipped > 0) dropped.inc(skipped)
+    },
     // stream event names carry dial ids: label them by kind only
     handlerError: (event) => { handlerErrors.inc({ event: event.startsWith('socket.io-pull-stream.') ? 'socket.io-pull-stream' : event }) },
     scrape: async () => ({ contentType: registry.contentType, body: await registry.metrics() })

@@ -25,6 +25,8 @@ export interface Options {
   maxRelayBytes?: number
   maxRelayDurationMS?: number
   shutdownGracePeriodMS?: number
+  maxAnnouncementsPerSecond?: number
+  maxPeersInJoinReply?: number
 }
 
 export type TlsConfig =
@@ -48,6 +50,8 @@ export interface Config {
   maxRelayBytes: number
   maxRelayDurationMS: number
   shutdownGracePeriodMS: number
+  maxAnnouncementsPerSecond: number
+  maxPeersInJoinReply: number
 }
 
 /** `limit-*`: 0 means no limit. */
@@ -84,6 +88,8 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'maxStreamsPerConnection', flag: 'maxStreamsPerConnection', env: 'MAX_STREAMS_PER_CONNECTION', kind: 'count', describe: 'relayed streams one connection may take part in at once (a dial makes two)' },
   { key: 'maxRelayBytes', flag: 'maxRelayBytes', env: 'MAX_RELAY_BYTES', kind: 'limit-bytes', describe: 'bytes one dial may relay, both ways together (0: no limit)' },
   { key: 'maxRelayDurationMS', flag: 'maxRelayDurationMS', env: 'MAX_RELAY_DURATION_MS', kind: 'limit-ms', describe: 'how long one dial may stay open, in ms (0: no limit)' },
+  { key: 'maxAnnouncementsPerSecond', flag: 'maxAnnouncementsPerSecond', env: 'MAX_ANNOUNCEMENTS_PER_SECOND', kind: 'count', describe: 'discovery deliveries per second at most; beyond it the refresh interval stretches' },
+  { key: 'maxPeersInJoinReply', flag: 'maxPeersInJoinReply', env: 'MAX_PEERS_IN_JOIN_REPLY', kind: 'count', describe: 'addresses listed in a join\'s answer at most (a random sample when more are joined)' },
   { key: 'shutdownGracePeriodMS', flag: 'shutdownGracePeriodMS', env: 'SHUTDOWN_GRACE_PERIOD_MS', kind: 'limit-ms', describe: 'on SIGTERM/SIGINT, how long relayed streams may go on before they are ended, in ms' }
 ]
 
@@ -105,7 +111,9 @@ export const LIBRARY_DEFAULTS: Defaults = {
   maxStreamsPerConnection: C.MAX_STREAMS_PER_CONNECTION,
   maxRelayBytes: C.MAX_RELAY_BYTES,
   maxRelayDurationMS: C.MAX_RELAY_DURATION_MS,
-  shutdownGracePeriodMS: C.SHUTDOWN_GRACE_PERIOD_MS
+  shutdownGracePeriodMS: C.SHUTDOWN_GRACE_PERIOD_MS,
+  maxAnnouncementsPerSecond: C.MAX_ANNOUNCEMENTS_PER_SECOND,
+  maxPeersInJoinReply: C.MAX_PEERS_IN_JOIN_REPLY
 }
 
 /** Defaults of the `rendezvous` command: those of the old command. */
