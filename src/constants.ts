@@ -28,7 +28,7 @@ export const MAX_ADDRESS_LENGTH = 1 * KiB
 /** Longest `data` argument of `ss-join`: an RSA-4096 public key is ~1.1 KiB of hex. */
 export const MAX_JOIN_DATA_LENGTH = 8 * KiB
 
-/** Largest Socket.IO message a client may send; relayed chunks of 1 MiB must fit. */
+/** Largest Socket.IO message (or polling request) a client may send; relayed chunks of 1 MiB must fit. */
 export const MAX_MESSAGE_BYTES = 4 * MiB
 
 /** Socket.IO path, fixed by the client. */
@@ -70,3 +70,23 @@ export const MAX_ANNOUNCEMENTS_PER_SECOND = 600_000
 export const MAX_PEERS_IN_JOIN_REPLY = 1000
 /** A peer with this much unsent output is skipped by announcements (they are refreshes). */
 export const SLOW_PEER_ANNOUNCE_BYTES = 256 * KiB
+
+/** Addresses one connection may hold at once (the real client holds one). */
+export const MAX_ADDRESSES_PER_CONNECTION = 16
+/** Joined addresses the server accepts in all; 0 means no limit. */
+export const MAX_PEERS = 0
+/** Open connections from one remote address; 0 means no limit (peers share NAT addresses). */
+export const MAX_CONNECTIONS_PER_IP = 0
+/** `ss-join` requests per second per connection, with bursts of twice as many (a listen takes two). */
+export const MAX_JOINS_PER_SECOND = 20
+/** `ss-dial` requests per second per connection, with bursts of twice as many. */
+export const MAX_DIALS_PER_SECOND = 50
+/** How long a connection may stay without holding an address; 0 means forever. */
+export const JOIN_TIMEOUT_MS = 1 * minute
+/** Output a peer may leave unread before it is disconnected and everything it held is freed. */
+export const MAX_UNSENT_BYTES = 8 * MiB
+/** How often a connection's slack is checked: join timeout, unsent output. */
+export const LIMITS_SWEEP_MS = 1 * second
+/** Engine.IO heartbeat: a ping every interval, and a peer silent for interval + timeout is gone. */
+export const PING_INTERVAL_MS = 25 * second
+export const PING_TIMEOUT_MS = 20 * second

@@ -153,3 +153,23 @@ export function rawSocketOf (socket: PeerSocket): Socket | undefined {
   const raw = ws._socket
   return raw !== undefined && raw.writable ? raw : undefined
 }
+
+/** Output queued for a peer and not yet handed to the kernel: Engine.IO's buffer plus the WebSocket's. */
+export function unsentBytes (socket: PeerSocket): number {
+  const conn = socket.conn as unknown as EngineSocket & { writeBuffer?: Array<{ data?: unknown }> }
+  let bytes = conn.transport.socket?.bufferedAmount ?? 0
+  for (const packet of conn.writeBuffer ?? []) {
+    const data = packet.data
+    if (typeof data === 'string') bytes += data.length
+    else if (Buffer.isBuffer(data) || data instanceof ArrayBuffer) bytes += data.byteLength
+  }
+  return bytes
+}
+
+/** Closes a connection at once, dropping what is queued: for peers that do not read. */
+export function terminate (socket: PeerSocket): void {
+  const conn = socket.conn as unknown as EngineSocket & { close: (discard?: boolean) => void }
+  const ws = conn.transport.socket as undefined | { terminate?: () => void }
+  if (conn.transport.name === 'websocket' && ws?.terminate !== undefined) ws.terminate()
+  else conn.close(true)
+}

@@ -5,23 +5,24 @@ import type { EventEmitter } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import debug from 'debug'
 import { Challenges } from './challenge.js'
+import { RELAY_LOW_WATER_RATIO, SLOW_PEER_ANNOUNCE_BYTES } from './constants.js'
 import { Discovery } from './discovery.js'
+import { Fanout } from './fanout.js'
 import { createServer } from './http.js'
 import { Joins } from './join.js'
+import { Limits } from './limits.js'
 import { createMetrics } from './metrics.js'
 import { resolveConfig, type Config, type Defaults, type Options } from './options.js'
 import { renderPage, websocketStarAddress } from './page.js'
-import type { PeerSocket, RendezvousServer as SocketServer } from './protocol.js'
+import { ERRORS, type PeerSocket, type RendezvousServer as SocketServer } from './protocol.js'
 import { Registry } from './registry.js'
 import { Relay } from './relay.js'
-import { RELAY_LOW_WATER_RATIO, SLOW_PEER_ANNOUNCE_BYTES } from './constants.js'
-import { Fanout } from './fanout.js'
 import { createSocketServer, wireSockets } from './socket.js'
 import { VERSION } from './version.js'
 
 export type { Options } from './options.js'
 export { OptionError, CLI_DEFAULTS, LIBRARY_DEFAULTS, OPTION_SPECS } from './options.js'
-export { ERRORS } from './protocol.js'
+export { ERRORS }
 
 const log = debug('rendezvous:server')
 
@@ -49,6 +50,9 @@ export interface ServerStats {
   relayConnections: number
   relayedBytes: number
   pausedSenders: number
+  /** Connections tracked by the limits, and remote addresses counted. */
+  limitedConnections: number
+  remoteAddresses: number
   /** Event listeners on all sockets together: flat however many dials run. */
   socketListeners: number
 }
@@ -132,10 +136,14 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
       body: { status: draining ? 'stopping' : 'ok', uptime: Math.floor((Date.now() - startedAt) / 1000), peers: registry.size }
     })
   })
-  const io = createSocketServer(http, () => !draining)
+  const io = createSocketServer(http, config, (req) => draining ? ERRORS.SHUTTING_DOWN : limits.refusal(req))
+  const limits = new Limits(config, io, registry, metrics.connectionClosed)
   const discovery = new Discovery(io, config, new Fanout(io, SLOW_PEER_ANNOUNCE_BYTES), metrics.announced)
-  const joins = new Joins(config, registry, challenges, discovery, metrics, (socket, address) => { relay.addressReleased(socket, address) })
-  wireSockets(io, { joins, relay, metrics })
+  const joins = new Joins(config, registry, challenges, discovery, metrics, (socket, address) => {
+    relay.addressReleased(socket, address)
+    if (registry.addressesOf(socket.id) === undefined) limits.unjoined(socket)
+  })
+  wireSockets(io, { joins, relay, limits, metrics })
 
   try {
     await new Promise<void>((resolve, reject) => {
@@ -148,6 +156,7 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
   } catch (err) {
     discovery.stop()
     challenges.stop()
+    limits.stop()
     await io.close()
     throw err
   }
@@ -173,6 +182,7 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
       http.closeAllConnections()
       await closed
       challenges.stop()
+      limits.stop()
       log('stopped')
     })()
     return await stopped
@@ -199,6 +209,8 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
       relayConnections: relay.connections,
       relayedBytes: relay.bytesRelayed,
       pausedSenders: relay.pausedSenders,
+      limitedConnections: limits.connections,
+      remoteAddresses: limits.addresses,
       socketListeners: countListeners(io)
     }),
     stop,

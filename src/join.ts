@@ -19,6 +19,8 @@ export interface JoinConfig {
   cryptoChallenge: boolean
   strictMultiaddr: boolean
   maxPeersInJoinReply: number
+  maxAddressesPerConnection: number
+  maxPeers: number
 }
 
 export class Joins {
@@ -45,14 +47,18 @@ export class Joins {
     }
 
     if (this.config.strictMultiaddr && !WebSocketStar.matches(request.multiaddr)) return fail(ERRORS.INVALID_MULTIADDR)
+    const full = this.capacityError(socket, address)
+    if (full !== undefined) return fail(full)
     if (!this.config.cryptoChallenge) return this.finalize(socket, address, ack, startedAt)
     if (data === '') return fail(ERRORS.NO_ID)
 
     if (isSignature) {
       const result = await this.challenges.verify(socket.id, address, data)
       if (result !== 'verified') return fail(result)
-      // the connection may have closed while the signature was checked
+      // the connection may have closed, or the server filled, while the signature was checked
       if (!socket.connected) return
+      const filled = this.capacityError(socket, address)
+      if (filled !== undefined) return fail(filled)
       return this.finalize(socket, address, ack, startedAt)
     }
 
@@ -77,6 +83,15 @@ export class Joins {
       this.discovery.remove(address)
     }
     this.challenges.dropConnection(socket.id)
+  }
+
+  /** Whether the connection may take one more address, and the server one more peer. */
+  private capacityError (socket: PeerSocket, address: string): string | undefined {
+    const holder = this.registry.holderOf(address)
+    if (holder?.id === socket.id) return undefined
+    if ((this.registry.addressesOf(socket.id)?.size ?? 0) >= this.config.maxAddressesPerConnection) return ERRORS.TOO_MANY_ADDRESSES
+    if (this.config.maxPeers > 0 && holder === undefined && this.registry.size >= this.config.maxPeers) return ERRORS.SERVER_FULL
+    return undefined
   }
 
   private finalize (socket: PeerSocket, address: string, ack: Ack, startedAt: bigint): void {

@@ -32,6 +32,8 @@ export interface Metrics {
   announced: (deliveries: number, dropped: number) => void
   /** A socket event handler threw. */
   handlerError: (event: string) => void
+  /** The server closed a connection that broke a limit. */
+  connectionClosed: (reason: string) => void
   /** Prometheus text exposition, or undefined when metrics are off. */
   scrape: () => Promise<{ contentType: string, body: string } | undefined>
 }
@@ -47,6 +49,7 @@ const disabled: Metrics = {
   relayed: noop,
   announced: noop,
   handlerError: noop,
+  connectionClosed: noop,
   scrape: async () => undefined
 }
 
@@ -89,6 +92,7 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
   gauge('rendezvous_discovery_refresh_interval_seconds', 'refresh interval in force: the configured one, stretched by the announcement budget', gauges.refreshIntervalSeconds)
   const joinDuration = new Histogram({ name: 'rendezvous_join_duration_seconds', help: 'time from an ss-join to its answer, by result (challenge: a nonce was sent)', labelNames: ['result'], buckets: DURATION_BUCKETS, registers })
   const dialDuration = new Histogram({ name: 'rendezvous_dial_duration_seconds', help: 'time from an ss-dial to its answer, which waits for the listener', labelNames: ['result'], buckets: DURATION_BUCKETS, registers })
+  const closedByLimit = new Counter({ name: 'rendezvous_connections_closed_total', help: 'connections the server closed for breaking a limit, by reason', labelNames: ['reason'], registers })
   const handlerErrors = new Counter({ name: 'rendezvous_handler_errors_total', help: 'socket events whose handler threw, by event', labelNames: ['event'], registers })
 
   return {
@@ -112,6 +116,7 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
     },
     // stream event names carry dial ids: label them by kind only
     handlerError: (event) => { handlerErrors.inc({ event: event.startsWith('socket.io-pull-stream.') ? 'socket.io-pull-stream' : event }) },
+    connectionClosed: (reason) => { closedByLimit.inc({ reason }) },
     scrape: async () => ({ contentType: registry.contentType, body: await registry.metrics() })
   }
 }

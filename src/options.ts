@@ -27,6 +27,16 @@ export interface Options {
   shutdownGracePeriodMS?: number
   maxAnnouncementsPerSecond?: number
   maxPeersInJoinReply?: number
+  maxAddressesPerConnection?: number
+  maxPeers?: number
+  maxConnectionsPerIP?: number
+  maxJoinsPerSecond?: number
+  maxDialsPerSecond?: number
+  joinTimeoutMS?: number
+  maxUnsentBytes?: number
+  maxMessageBytes?: number
+  pingIntervalMS?: number
+  pingTimeoutMS?: number
 }
 
 export type TlsConfig =
@@ -52,10 +62,20 @@ export interface Config {
   shutdownGracePeriodMS: number
   maxAnnouncementsPerSecond: number
   maxPeersInJoinReply: number
+  maxAddressesPerConnection: number
+  maxPeers: number
+  maxConnectionsPerIP: number
+  maxJoinsPerSecond: number
+  maxDialsPerSecond: number
+  joinTimeoutMS: number
+  maxUnsentBytes: number
+  maxMessageBytes: number
+  pingIntervalMS: number
+  pingTimeoutMS: number
 }
 
 /** `limit-*`: 0 means no limit. */
-type Kind = 'port' | 'ms' | 'count' | 'bytes' | 'limit-ms' | 'limit-bytes' | 'string' | 'tls-file' | 'boolean'
+type Kind = 'port' | 'ms' | 'count' | 'bytes' | 'limit-ms' | 'limit-bytes' | 'limit-count' | 'string' | 'tls-file' | 'boolean'
 
 /** One option, as `start()`, the command line and the environment name it. */
 export interface OptionSpec {
@@ -90,6 +110,16 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'maxRelayDurationMS', flag: 'maxRelayDurationMS', env: 'MAX_RELAY_DURATION_MS', kind: 'limit-ms', describe: 'how long one dial may stay open, in ms (0: no limit)' },
   { key: 'maxAnnouncementsPerSecond', flag: 'maxAnnouncementsPerSecond', env: 'MAX_ANNOUNCEMENTS_PER_SECOND', kind: 'count', describe: 'discovery deliveries per second at most; beyond it the refresh interval stretches' },
   { key: 'maxPeersInJoinReply', flag: 'maxPeersInJoinReply', env: 'MAX_PEERS_IN_JOIN_REPLY', kind: 'count', describe: 'addresses listed in a join\'s answer at most (a random sample when more are joined)' },
+  { key: 'maxAddressesPerConnection', flag: 'maxAddressesPerConnection', env: 'MAX_ADDRESSES_PER_CONNECTION', kind: 'count', describe: 'addresses one connection may hold at once' },
+  { key: 'maxPeers', flag: 'maxPeers', env: 'MAX_PEERS', kind: 'limit-count', describe: 'joined addresses in all; beyond it joins get \'Server full\' (0: no limit)' },
+  { key: 'maxConnectionsPerIP', flag: 'maxConnectionsPerIP', env: 'MAX_CONNECTIONS_PER_IP', kind: 'limit-count', describe: 'open connections from one remote address (0: no limit)' },
+  { key: 'maxJoinsPerSecond', flag: 'maxJoinsPerSecond', env: 'MAX_JOINS_PER_SECOND', kind: 'count', describe: 'ss-join requests per second per connection (bursts of twice as many)' },
+  { key: 'maxDialsPerSecond', flag: 'maxDialsPerSecond', env: 'MAX_DIALS_PER_SECOND', kind: 'count', describe: 'ss-dial requests per second per connection (bursts of twice as many)' },
+  { key: 'joinTimeoutMS', flag: 'joinTimeoutMS', env: 'JOIN_TIMEOUT_MS', kind: 'limit-ms', describe: 'how long a connection may stay without holding an address, in ms (0: forever)' },
+  { key: 'maxUnsentBytes', flag: 'maxUnsentBytes', env: 'MAX_UNSENT_BYTES', kind: 'bytes', describe: 'output a peer may leave unread before it is disconnected' },
+  { key: 'maxMessageBytes', flag: 'maxMessageBytes', env: 'MAX_MESSAGE_BYTES', kind: 'bytes', describe: 'largest message (or polling request) a client may send' },
+  { key: 'pingIntervalMS', flag: 'pingIntervalMS', env: 'PING_INTERVAL_MS', kind: 'ms', describe: 'heartbeat interval, in ms' },
+  { key: 'pingTimeoutMS', flag: 'pingTimeoutMS', env: 'PING_TIMEOUT_MS', kind: 'ms', describe: 'a peer silent for the interval plus this is gone, in ms' },
   { key: 'shutdownGracePeriodMS', flag: 'shutdownGracePeriodMS', env: 'SHUTDOWN_GRACE_PERIOD_MS', kind: 'limit-ms', describe: 'on SIGTERM/SIGINT, how long relayed streams may go on before they are ended, in ms' }
 ]
 
@@ -113,7 +143,17 @@ export const LIBRARY_DEFAULTS: Defaults = {
   maxRelayDurationMS: C.MAX_RELAY_DURATION_MS,
   shutdownGracePeriodMS: C.SHUTDOWN_GRACE_PERIOD_MS,
   maxAnnouncementsPerSecond: C.MAX_ANNOUNCEMENTS_PER_SECOND,
-  maxPeersInJoinReply: C.MAX_PEERS_IN_JOIN_REPLY
+  maxPeersInJoinReply: C.MAX_PEERS_IN_JOIN_REPLY,
+  maxAddressesPerConnection: C.MAX_ADDRESSES_PER_CONNECTION,
+  maxPeers: C.MAX_PEERS,
+  maxConnectionsPerIP: C.MAX_CONNECTIONS_PER_IP,
+  maxJoinsPerSecond: C.MAX_JOINS_PER_SECOND,
+  maxDialsPerSecond: C.MAX_DIALS_PER_SECOND,
+  joinTimeoutMS: C.JOIN_TIMEOUT_MS,
+  maxUnsentBytes: C.MAX_UNSENT_BYTES,
+  maxMessageBytes: C.MAX_MESSAGE_BYTES,
+  pingIntervalMS: C.PING_INTERVAL_MS,
+  pingTimeoutMS: C.PING_TIMEOUT_MS
 }
 
 /** Defaults of the `rendezvous` command: those of the old command. */
@@ -161,6 +201,8 @@ export function parseOptionValue (spec: OptionSpec, raw: unknown, option: string
       return parseInteger(raw, option, 0, 2 ** 31 - 1, 'a duration in milliseconds (0 for no limit)')
     case 'limit-bytes':
       return parseInteger(raw, option, 0, Number.MAX_SAFE_INTEGER, 'a size in bytes (0 for no limit)')
+    case 'limit-count':
+      return parseInteger(raw, option, 0, Number.MAX_SAFE_INTEGER, 'a count (0 for no limit)')
     case 'string':
       if (typeof raw !== 'string' || raw === '') throw new OptionError(option, 'must be a non-empty string')
       return raw

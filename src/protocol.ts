@@ -27,6 +27,10 @@ export const ERRORS = {
   RELAY_DATA_LIMIT: 'Relay data limit reached',
   RELAY_DURATION_LIMIT: 'Relay duration limit reached',
   SHUTTING_DOWN: 'Server shutting down',
+  SERVER_FULL: 'Server full',
+  TOO_MANY_ADDRESSES: 'Too many addresses on this connection',
+  RATE_LIMITED: 'Too many requests, slow down',
+  TOO_MANY_CONNECTIONS: 'Too many connections from this address',
   INTERNAL: 'Internal server error'
 } as const
 

@@ -3,11 +3,12 @@
  * edge where every socket event is checked once and handed to the module that
  * owns it. A handler that throws is logged and answered, never fatal.
  */
-import type { Server as HttpServer } from 'node:http'
+import type { Server as HttpServer, IncomingMessage } from 'node:http'
 import debug from 'debug'
 import { Server } from 'socket.io'
-import { MAX_MESSAGE_BYTES, SOCKET_IO_PATH } from './constants.js'
+import { SOCKET_IO_PATH } from './constants.js'
 import type { Joins } from './join.js'
+import type { Limits } from './limits.js'
 import { ERRORS, EVENTS, STREAM_EVENT_PREFIX, isRejected, parseDial, parseJoin, parseLeave, type Ack, type PeerSocket, type RendezvousServer } from './protocol.js'
 import type { Metrics } from './metrics.js'
 import type { Relay } from './relay.js'
@@ -20,14 +21,21 @@ logError.enabled = true
 export interface Handlers {
   joins: Joins
   relay: Relay
+  limits: Limits
   metrics: Metrics
 }
 
+export interface SocketConfig {
+  maxMessageBytes: number
+  pingIntervalMS: number
+  pingTimeoutMS: number
+}
+
 /**
- * @param accepting false once shutdown has begun: new connections are
- * refused, those already open go on
+ * @param refusal why a new connection is refused (shutdown has begun, too
+ * many from its address), or undefined to accept it
  */
-export function createSocketServer (http: HttpServer, accepting: () => boolean): RendezvousServer {
+export function createSocketServer (http: HttpServer, config: SocketConfig, refusal: (req: IncomingMessage) => string | undefined): RendezvousServer {
   return new Server(http, {
     path: SOCKET_IO_PATH,
     // socket.io-client 2.x speaks Engine.IO v3
@@ -35,11 +43,14 @@ export function createSocketServer (http: HttpServer, accepting: () => boolean):
     // browsers connect from any origin, and 2.x polling sends credentials
     cors: { origin: true, credentials: true },
     serveClient: false,
-    maxHttpBufferSize: MAX_MESSAGE_BYTES,
+    maxHttpBufferSize: config.maxMessageBytes,
+    pingInterval: config.pingIntervalMS,
+    pingTimeout: config.pingTimeoutMS,
     // Engine.IO asks this for handshakes only, not for requests of open sessions
-    allowRequest: (_req, callback) => {
-      if (accepting()) callback(null, true)
-      else callback(ERRORS.SHUTTING_DOWN, false)
+    allowRequest: (req, callback) => {
+      const refused = refusal(req)
+      if (refused === undefined) callback(null, true)
+      else callback(refused, false)
     }
   })
 }
@@ -58,7 +69,7 @@ function failed (socket: PeerSocket, event: string, ack: unknown, err: unknown, 
   }
 }
 
-export function wireSockets (io: RendezvousServer, { joins, relay, metrics }: Handlers): void {
+export function wireSockets (io: RendezvousServer, { joins, relay, limits, metrics }: Handlers): void {
   /**
    * Wraps a handler so that an exception, thrown or rejected, is logged with
    * the connection id, counted, and answered on the event's ack, if it has one.
@@ -76,10 +87,12 @@ export function wireSockets (io: RendezvousServer, { joins, relay, metrics }: Ha
 
   io.on('connection', (socket) => {
     log('[%s] connected over %s', socket.id, socket.conn.transport.name)
+    limits.opened(socket)
 
     socket.on(EVENTS.JOIN, guarded(socket, EVENTS.JOIN, async (args) => {
       const request = parseJoin(args)
       if (isRejected(request)) return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.INVALID_REQUEST)
+      if (!limits.allowJoin(socket)) return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.RATE_LIMITED)
       await joins.join(socket, request)
     }))
 
@@ -92,6 +105,7 @@ export function wireSockets (io: RendezvousServer, { joins, relay, metrics }: Ha
     socket.on(EVENTS.DIAL, guarded(socket, EVENTS.DIAL, (args) => {
       const request = parseDial(args)
       if (isRejected(request)) return refuse(socket, EVENTS.DIAL, request.ack, ERRORS.INVALID_REQUEST)
+      if (!limits.allowDial(socket)) return refuse(socket, EVENTS.DIAL, request.ack, ERRORS.RATE_LIMITED)
       relay.dial(socket, request)
     }))
 
@@ -111,6 +125,7 @@ export function wireSockets (io: RendezvousServer, { joins, relay, metrics }: Ha
       try {
         relay.connectionClosed(socket)
         joins.disconnect(socket)
+        limits.closed(socket)
       } catch (err) {
         logError('[%s] cleanup after disconnect failed: %O', socket.id, err)
       }
