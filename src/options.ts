@@ -172,6 +172,17 @@ export class OptionError extends Error {
   }
 }
 
+/** Range and description of each whole-number kind; `limit-*` kinds take 0 for "no limit". */
+const INTEGER_KINDS: Partial<Record<Kind, [min: number, max: number, what: string]>> = {
+  port: [0, 65535, 'a port number (0 to 65535)'],
+  ms: [1, 2 ** 31 - 1, 'a duration in milliseconds (a whole number from 1)'],
+  count: [1, Number.MAX_SAFE_INTEGER, 'a count (a whole number from 1)'],
+  bytes: [1, Number.MAX_SAFE_INTEGER, 'a size in bytes (a whole number from 1)'],
+  'limit-ms': [0, 2 ** 31 - 1, 'a duration in milliseconds (0 for no limit)'],
+  'limit-bytes': [0, Number.MAX_SAFE_INTEGER, 'a size in bytes (0 for no limit)'],
+  'limit-count': [0, Number.MAX_SAFE_INTEGER, 'a count (0 for no limit)']
+}
+
 const TRUE_WORDS = new Set(['1', 'true', 'yes'])
 const FALSE_WORDS = new Set(['0', 'false', 'no'])
 
@@ -188,21 +199,9 @@ function parseInteger (raw: unknown, option: string, min: number, max: number, w
  * environment, or a typed value from `start()`) to the option's type.
  */
 export function parseOptionValue (spec: OptionSpec, raw: unknown, option: string): unknown {
+  const integer = INTEGER_KINDS[spec.kind]
+  if (integer !== undefined) return parseInteger(raw, option, ...integer)
   switch (spec.kind) {
-    case 'port':
-      return parseInteger(raw, option, 0, 65535, 'a port number (0 to 65535)')
-    case 'ms':
-      return parseInteger(raw, option, 1, 2 ** 31 - 1, 'a duration in milliseconds (a whole number from 1)')
-    case 'count':
-      return parseInteger(raw, option, 1, Number.MAX_SAFE_INTEGER, 'a count (a whole number from 1)')
-    case 'bytes':
-      return parseInteger(raw, option, 1, Number.MAX_SAFE_INTEGER, 'a size in bytes (a whole number from 1)')
-    case 'limit-ms':
-      return parseInteger(raw, option, 0, 2 ** 31 - 1, 'a duration in milliseconds (0 for no limit)')
-    case 'limit-bytes':
-      return parseInteger(raw, option, 0, Number.MAX_SAFE_INTEGER, 'a size in bytes (0 for no limit)')
-    case 'limit-count':
-      return parseInteger(raw, option, 0, Number.MAX_SAFE_INTEGER, 'a count (0 for no limit)')
     case 'string':
       if (typeof raw !== 'string' || raw === '') throw new OptionError(option, 'must be a non-empty string')
       return raw

@@ -302,29 +302,33 @@ describe('stream forwarding', () => {
   })
 })
 
+/** A server with `options` and two joined peers, all closed after `body`. */
+async function withPair (options: Parameters<typeof startServer>[0], versions: [ClientVersion, ClientVersion], body: (server: Server, a: Peer, b: Peer) => Promise<void>): Promise<void> {
+  const server = await startServer({ cryptoChallenge: false, ...options })
+  const a = await peer(server.url, versions[0])
+  const b = await peer(server.url, versions[1])
+  try {
+    await body(server, a, b)
+  } finally {
+    await a.client.close()
+    await b.client.close()
+    await server.stop()
+  }
+}
+
 describe('relay limits', () => {
   it('refuses a dial beyond the streams a connection may take part in', async () => {
-    const server = await startServer({ cryptoChallenge: false, maxStreamsPerConnection: 4 })
-    const a = await peer(server.url)
-    const b = await peer(server.url)
-    try {
+    await withPair({ maxStreamsPerConnection: 4 }, ['v2', 'v2'], async (server, a, b) => {
       await relay(a.client, a.address, b.client, b.address)
       await relay(a.client, a.address, b.client, b.address)
       assert.deepEqual(await a.client.request('ss-dial', a.address, b.address, randomUUID()), [ERRORS.TOO_MANY_STREAMS])
       assert.deepEqual(await b.client.request('ss-dial', b.address, a.address, randomUUID()), [ERRORS.TOO_MANY_STREAMS])
       assert.equal(server.stats().relayedStreams, 4)
-    } finally {
-      await a.client.close()
-      await b.client.close()
-      await server.stop()
-    }
+    })
   })
 
   it('ends a dial that relays more than its data limit, with an error message', async () => {
-    const server = await startServer({ cryptoChallenge: false, maxRelayBytes: 10_000 })
-    const a = await peer(server.url)
-    const b = await peer(server.url, 'v4')
-    try {
+    await withPair({ maxRelayBytes: 10_000 }, ['v2', 'v4'], async (server, a, b) => {
       const r = await relay(a.client, a.address, b.client, b.address)
       await r.dialerMaySend
       send(a.client, r.forward, makeChunks(30, 1000), undefined)
@@ -333,36 +337,22 @@ describe('relay limits', () => {
       assert.ok(atListener.bytes <= 10_000)
       assert.equal((await within(r.atDialer.done, 'the end of the back stream')).end, ERRORS.RELAY_DATA_LIMIT)
       await relayIsEmpty(server)
-    } finally {
-      await a.client.close()
-      await b.client.close()
-      await server.stop()
-    }
+    })
   })
 
   it('ends a dial that stays open longer than its duration limit, with an error message', async () => {
-    const server = await startServer({ cryptoChallenge: false, maxRelayDurationMS: 300 })
-    const a = await peer(server.url)
-    const b = await peer(server.url)
-    try {
+    await withPair({ maxRelayDurationMS: 300 }, ['v2', 'v2'], async (server, a, b) => {
       const r = await relay(a.client, a.address, b.client, b.address)
       assert.equal((await within(r.atListener.done, 'the end of the forward stream')).end, ERRORS.RELAY_DURATION_LIMIT)
       assert.equal((await within(r.atDialer.done, 'the end of the back stream')).end, ERRORS.RELAY_DURATION_LIMIT)
       await relayIsEmpty(server)
-    } finally {
-      await a.client.close()
-      await b.client.close()
-      await server.stop()
-    }
+    })
   })
 })
 
 describe('backpressure', () => {
   it('pauses a sender while its receiver is behind, and resumes it without losing a byte', async () => {
-    const server = await startServer({ cryptoChallenge: false, relayHighWaterBytes: 64 * 1024 })
-    const a = await peer(server.url, 'v2')
-    const b = await peer(server.url, 'v2')
-    try {
+    await withPair({ relayHighWaterBytes: 64 * 1024 }, ['v2', 'v2'], async (server, a, b) => {
       const r = await relay(a.client, a.address, b.client, b.address)
       // the receiver stops reading altogether until the server has paused the sender
       const tcp = (b.client.socket as any).io.engine.transport.ws._socket
@@ -379,11 +369,7 @@ describe('backpressure', () => {
       send(b.client, r.back, [])
       await r.atDialer.done
       await relayIsEmpty(server)
-    } finally {
-      await a.client.close()
-      await b.client.close()
-      await server.stop()
-    }
+    })
   })
 
   // socket.io-client 4 splits polling requests at the server's maxPayload;
