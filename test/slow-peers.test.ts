@@ -1,0 +1,346 @@
+/**
+ * Peers that stop reading, and peers that vanish: a real client in a child
+ * process frozen with SIGSTOP, its socket left open, against the CLI. The
+ * server is watched from outside, as an operator would: /metrics and the
+ * process's RSS through procfs.
+ */
+import assert from 'node:assert/strict'
+import { createHash, randomUUID } from 'node:crypto'
+import { describe, it } from 'node:test'
+import { connect, type Client, type ClientVersion } from './helpers/clients.js'
+import { randomAddress, randomPeerId } from './helpers/keys.js'
+import { sample, scrape, type Scraped } from './helpers/metrics.js'
+import { spawnPeer, type PeerProcess } from './helpers/peer-process.js'
+import { watchRss } from './helpers/procfs.js'
+import { PATIENCE_MS, startCli, type CliServer } from './helpers/server.js'
+import { STREAM, Source, accepted, makeChunks, send } from './helpers/streams.js'
+import { until, within } from './helpers/wait.js'
+
+const KiB = 1024
+const MiB = 1024 * KiB
+const UNSENT_REASON = 'unsent output over the limit'
+
+/** A counter or gauge sample, 0 when a labelled counter has not been incremented yet. */
+function valueOf (m: Scraped, name: string, labels: Record<string, string> = {}): number {
+  try {
+    return sample(m, name, labels)
+  } catch {
+    return 0
+  }
+}
+
+/** Resolves with the scrape that satisfies `condition`; scrapes every 25 ms. */
+async function untilScraped (cli: CliServer, condition: (m: Scraped) => boolean, what: string, patienceMs = PATIENCE_MS): Promise<Scraped> {
+  const deadline = Date.now() + patienceMs
+  for (;;) {
+    const m = await scrape(cli.uri)
+    if (condition(m)) return m
+    if (Date.now() > deadline) {
+      const figures = ['rendezvous_peers', 'rendezvous_connections', 'rendezvous_discovery_announcements_dropped_total', 'rendezvous_relay_paused_senders']
+        .map((name) => `${name}=${valueOf(m, name)}`).join(' ')
+      throw new Error(`timed out waiting until ${what} (${figures}, closed for unsent output=${valueOf(m, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON })})`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+}
+
+/** A websocket-star address of about 940 characters (the server takes up to 1 KiB): few peers make a heavy storm. */
+function longAddress (port: number): string {
+  const labels = Array.from({ length: 14 }, (_, i) => `${String.fromCharCode(97 + i)}${'x'.repeat(59)}`)
+  return `/dns4/${labels.join('.')}/tcp/${port}/ws/p2p-websocket-star/ipfs/${randomPeerId()}`
+}
+
+/** A client that only counts its announcements (keeping 10^5 strings of 1 KiB would weigh on the test process). */
+interface Counter { client: Client, heard: () => number, addresses: string[] }
+
+async function counter (url: string, version: ClientVersion): Promise<Counter> {
+  const client = await connect(url, version)
+  client.socket.off('ws-peer')
+  let heard = 0
+  client.socket.on('ws-peer', () => { heard++ })
+  return { client, heard: () => heard, addresses: [] }
+}
+
+/** Joins `address` on `client` without the crypto challenge; returns the addresses the ack listed. */
+async function join (client: Client, address: string): Promise<string[]> {
+  const [err, , peers] = await client.request('ss-join', address, '')
+  assert.equal(err, null, `join of ${address.slice(0, 60)}…`)
+  return peers as string[]
+}
+
+/**
+ * Dials `peer` (a peer process, which accepts every dial) from `client`;
+ * resolves once the server accepted the forward stream from `client`.
+ */
+async function dialProcess (client: Client, from: string, peer: PeerProcess): Promise<{ forward: string, back: Source, forwardEnded: Promise<unknown[]> }> {
+  const dialId = randomUUID()
+  const forward = `${dialId}.dialer`
+  const maySend = accepted(client, forward)
+  const back = new Source(client, `${dialId}.listener`)
+  // no time limit here: each test waits for it within its own
+  const forwardEnded = new Promise<unknown[]>((resolve) => { client.socket.on(`${STREAM}error.${forward}`, (...end: unknown[]) => { resolve(end) }) })
+  const answer = await client.request('ss-dial', from, peer.address, dialId)
+  assert.deepEqual(answer.filter((x) => x !== undefined && x !== null), [], `dial ${dialId}`)
+  await maySend
+  await peer.next((e) => e.event === 'incoming' && e.dialId === dialId, 'the dial arrives')
+  return { forward, back, forwardEnded }
+}
+
+/** Sends `chunks` on stream `name` without ending it (`send` with no end argument ends it with `true`). */
+function queue (client: Client, name: string, chunks: Iterable<Buffer>): void {
+  for (const chunk of chunks) client.emit(`${STREAM}queue.${name}`, chunk)
+}
+
+/** Everything a test started, stopped in reverse order whatever happened. */
+class Cleanup {
+  private readonly steps: Array<() => Promise<void>> = []
+  add (step: () => Promise<void>): void { this.steps.push(step) }
+  async run (): Promise<void> {
+    for (const step of this.steps.splice(0).reverse()) {
+      try { await step() } catch {}
+    }
+  }
+}
+
+function mib (bytes: number): string {
+  return `${(bytes / MiB).toFixed(1)} MiB`
+}
+
+/*
+ * The storm: four connections in this process hold 16 addresses of ~1 KiB
+ * each, so a few connections (that this process can read at full speed) make
+ * a heavy storm. Two peer processes are frozen in it. Over websocket, the
+ * server writes announcements to the TCP socket and skips a peer with 256 KiB
+ * unsent, so announcements alone never take its output to the cap: it is
+ * pushed there by relayed data held for it. Over polling, announcements queue
+ * in Engine.IO until the peer's next request, so the cap is what bounds them.
+ */
+describe('a peer that stops reading during a discovery storm', () => {
+  it('is skipped by announcements, then disconnected once its unsent output passes the cap, and the others hear on', async () => {
+    const cleanup = new Cleanup()
+    try {
+      // every joined address announced to everyone every 10 ms; an unread
+      // output of 1 MiB disconnects a peer
+      const cli = await startCli(['--disableCryptoChallenge', '--refreshPeerListIntervalMS=10', `--maxUnsentBytes=${MiB}`])
+      cleanup.add(async () => { await cli.stop('SIGKILL') })
+      const url = cli.uri
+      const pid = cli.proc.pid as number
+
+      // four connections holding 16 long addresses each: 64 addresses of
+      // ~1 KiB, about 6 MiB/s of announcements to every peer
+      const counters: Counter[] = []
+      for (const version of ['v2', 'v4', 'v2', 'v4'] as const) {
+        const c = await counter(url, version)
+        cleanup.add(async () => { await c.client.close() })
+        counters.push(c)
+        for (let i = 0; i < 16; i++) {
+          const address = longAddress(cli.port)
+          await join(c.client, address)
+          c.addresses.push(address)
+        }
+      }
+      // the peer to freeze (socket.io-client 2.x over websocket), with a relay into it
+      const wsPeer = await spawnPeer(url, randomAddress(cli.port), 'v2', 'websocket')
+      cleanup.add(wsPeer.kill)
+      const dialler = counters[0] as Counter
+      const relayed = await dialProcess(dialler.client, dialler.addresses[0] as string, wsPeer)
+
+      // warm-up: every peer reads at full speed; the server's RSS reaches its working size
+      const warm = watchRss(pid)
+      cleanup.add(async () => { warm.stop() })
+      const warmTarget = counters.map((c) => c.heard() + 50_000)
+      await until(() => counters.every((c, i) => c.heard() >= (warmTarget[i] as number)), 'every peer heard 50,000 announcements')
+      const start = await scrape(url)
+      assert.equal(valueOf(start, 'rendezvous_peers'), 65)
+      assert.equal(valueOf(start, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }), 0, 'nobody was disconnected while everyone reads')
+      const droppedAtFreeze = valueOf(start, 'rendezvous_discovery_announcements_dropped_total')
+      const baseline = warm.stop()
+
+      const watch = watchRss(pid)
+      cleanup.add(async () => { watch.stop() })
+      // and a peer over polling, frozen as soon as it has joined: a polling
+      // peer on a busy 2-core machine cannot be relied on to keep up with
+      // this storm for long without passing the cap
+      const pollingPeer = await spawnPeer(url, randomAddress(cli.port), 'v2', 'polling')
+      cleanup.add(pollingPeer.kill)
+      pollingPeer.freeze()
+      const frozenAt = Date.now()
+      wsPeer.freeze()
+      const heardAtFreeze = counters.map((c) => c.heard())
+
+      // the polling peer's announcements queue in Engine.IO: over 1 MiB, it is disconnected
+      await untilScraped(cli, (m) => valueOf(m, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }) === 1 && valueOf(m, 'rendezvous_peers') === 65,
+        'the polling peer is disconnected for its unsent output')
+      const pollingGoneMs = Date.now() - frozenAt
+      // the websocket peer's kernel buffers fill, then announcements to it
+      // are dropped once 256 KiB wait in the server
+      const dropped = async (count: number): Promise<Scraped> => await untilScraped(cli, (m) => valueOf(m, 'rendezvous_discovery_announcements_dropped_total') - droppedAtFreeze >= count,
+        `${count} announcements to the frozen websocket peer are dropped`, 60_000)
+      await dropped(8_000)
+      const settled = watch.stop()
+      const whileDropping = watchRss(pid)
+      cleanup.add(async () => { whileDropping.stop() })
+      const dropTarget = 80_000
+      const dropping = await dropped(dropTarget)
+      const droppedMs = Date.now() - frozenAt
+      const peakDropping = whileDropping.stop()
+      // ...and it is still there: dropping keeps its output under the cap
+      assert.equal(valueOf(dropping, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }), 1)
+      assert.equal(valueOf(dropping, 'rendezvous_peers'), 65)
+      const probe = await counter(url, 'v4')
+      cleanup.add(async () => { await probe.client.close() })
+      const listed = await join(probe.client, randomAddress(cli.port))
+      assert.ok(listed.includes(wsPeer.address), 'the frozen websocket peer still holds its address')
+      assert.ok(!listed.includes(pollingPeer.address), 'the disconnected polling peer\'s address is released')
+
+      const after = watchRss(pid)
+      cleanup.add(async () => { after.stop() })
+      // relayed data is never dropped: held for the frozen peer up to the
+      // relay's high-water mark (1 MiB, the default), it takes the peer's
+      // unsent output past the cap (1 MiB here, 8 MiB by default), and the
+      // peer is disconnected
+      const chunks = [...makeChunks(64, 64 * KiB)]
+      queue(dialler.client, relayed.forward, chunks)
+      const closed = await untilScraped(cli, (m) => valueOf(m, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }) === 2 && valueOf(m, 'rendezvous_peers') === 65,
+        'the frozen websocket peer is disconnected for its unsent output')
+      const wsGoneMs = Date.now() - frozenAt
+      assert.equal(valueOf(closed, 'rendezvous_relayed_streams'), 0, 'its relayed streams are freed')
+      assert.deepEqual(await within(relayed.forwardEnded, 'the end of the stream the dialler sent on'), [true])
+      assert.equal((await within(relayed.back.done, 'the end of the stream back')).end, true)
+      const listedAfter = await join(probe.client, randomAddress(cli.port))
+      assert.ok(!listedAfter.includes(wsPeer.address), 'the websocket peer\'s address is released')
+
+      // every other peer kept hearing every address the whole time
+      const heardSince = counters.map((c, i) => c.heard() - (heardAtFreeze[i] as number))
+      await until(() => counters.every((c, i) => c.heard() - (heardAtFreeze[i] as number) >= 40_000), 'every other peer heard 40,000 more announcements')
+      const peak = Math.max(settled, peakDropping, after.stop())
+      process.stdout.write(`# storm: polling peer gone after ${pollingGoneMs} ms, ${dropTarget} dropped after ${droppedMs} ms, websocket peer gone after ${wsGoneMs} ms; ` +
+        `heard since the freeze ${heardSince.join('/')}; server RSS: warm ${mib(baseline)}, once dropping ${mib(settled)}, ` +
+        `peak while ${dropTarget - 8_000} more were dropped ${mib(peakDropping)}, peak overall ${mib(peak)}\n`)
+      // those ~65 MiB of announcements, buffered anywhere, would show
+      assert.ok(peakDropping - settled < 16 * MiB, `server RSS grew by ${mib(peakDropping - settled)} while announcements to a frozen peer were dropped`)
+      // and the whole episode stays within a working set's fluctuation
+      assert.ok(peak - baseline < 48 * MiB, `server RSS grew by ${mib(peak - baseline)} while a peer was frozen in the storm`)
+      assert.equal(valueOf(await scrape(url), 'rendezvous_connections'), 5, 'the four counters and the probe are connected')
+    } finally {
+      await cleanup.run()
+    }
+  })
+})
+
+describe('a relay into a peer that stops reading', () => {
+  it('holds the sender back with the server\'s memory bounded, drops nothing, and delivers every byte once the peer reads again', async () => {
+    const cleanup = new Cleanup()
+    try {
+      // the defaults: relayHighWaterBytes 1 MiB, maxUnsentBytes 8 MiB
+      const cli = await startCli(['--disableCryptoChallenge'])
+      cleanup.add(async () => { await cli.stop('SIGKILL') })
+      const pid = cli.proc.pid as number
+      const sender = await connect(cli.uri, 'v2')
+      cleanup.add(async () => { await sender.close() })
+      const from = randomAddress(cli.port)
+      await join(sender, from)
+      const receiver = await spawnPeer(cli.uri, randomAddress(cli.port), 'v2', 'websocket')
+      cleanup.add(receiver.kill)
+      const relayed = await dialProcess(sender, from, receiver)
+
+      const chunks = makeChunks(Number.MAX_SAFE_INTEGER, 64 * KiB)
+      const hash = createHash('sha256')
+      let sent = 0
+      const sendMiB = (n: number): void => {
+        for (let i = 0; i < 16 * n; i++) {
+          const chunk = chunks.next().value as Buffer
+          hash.update(chunk)
+          sent += chunk.length
+          queue(sender, relayed.forward, [chunk])
+        }
+      }
+      // what the sender has written that its TCP socket has not taken yet
+      const stuckAtSender = (): number => (sender.socket as any).io.engine.transport.ws.bufferedAmount as number
+
+      // mid-transfer: the receiver has read 16 MiB of 32 when it freezes
+      const warm = watchRss(pid)
+      cleanup.add(async () => { warm.stop() })
+      sendMiB(32)
+      await receiver.next((e) => e.event === 'data' && (e.bytes as number) >= 16 * MiB, 'the receiver reads 16 MiB')
+      const baseline = warm.stop()
+      const watch = watchRss(pid)
+      cleanup.add(async () => { watch.stop() })
+      receiver.freeze()
+      // the sender sends 32 MiB more: the server must leave it with the sender
+      const stuckAtFreeze = stuckAtSender()
+      sendMiB(32)
+      const paused = await untilScraped(cli, (m) => valueOf(m, 'rendezvous_relay_paused_senders') === 1 && stuckAtSender() >= stuckAtFreeze + 24 * MiB,
+        'the server pauses the sender, and what it sent after the freeze stays with it')
+      const peak = watch.stop()
+      const growth = peak - baseline
+      process.stdout.write(`# relay: ${mib(sent)} sent, ${mib(stuckAtSender())} of it held at the sender while the receiver is frozen; ` +
+        `server RSS baseline ${mib(baseline)}, peak ${mib(peak)}, growth ${mib(growth)}\n`)
+      assert.ok(growth < 16 * MiB, `server RSS grew by ${mib(growth)} while its sender was held back`)
+      // held back, not over any limit: the receiver keeps its address and streams
+      assert.equal(valueOf(paused, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }), 0)
+      assert.equal(valueOf(paused, 'rendezvous_peers'), 2)
+      assert.equal(valueOf(paused, 'rendezvous_relayed_streams'), 2)
+
+      receiver.thaw()
+      send(sender, relayed.forward, [])
+      const end = await receiver.next((e) => e.event === 'end', 'every byte reaches the receiver', 120_000)
+      assert.deepEqual({ bytes: end.bytes, sha256: end.sha256, end: end.end }, { bytes: sent, sha256: hash.digest('hex'), end: true })
+      const after = await untilScraped(cli, (m) => valueOf(m, 'rendezvous_relay_paused_senders') === 0, 'the sender is read again')
+      assert.equal(valueOf(after, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }), 0)
+    } finally {
+      await cleanup.run()
+    }
+  })
+})
+
+describe('a peer that vanishes without closing', () => {
+  const INTERVAL_MS = 500
+  const TIMEOUT_MS = 500
+  // the heartbeat's own timers, then a loaded 2-core machine's scheduling and our 25 ms scrapes
+  const MARGIN_MS = 2000
+
+  for (const version of ['v2', 'v4'] as const) {
+    const heartbeat = version === 'v2' ? 'Engine.IO v3: it stops pinging' : 'Engine.IO v4: it stops answering pings'
+    it(`socket.io-client ${version} (${heartbeat}) is removed within pingIntervalMS + pingTimeoutMS: address released, streams ended on the other side`, async () => {
+      const cleanup = new Cleanup()
+      try {
+        const cli = await startCli(['--disableCryptoChallenge', `--pingIntervalMS=${INTERVAL_MS}`, `--pingTimeoutMS=${TIMEOUT_MS}`])
+        cleanup.add(async () => { await cli.stop('SIGKILL') })
+        const other = await connect(cli.uri, 'v4')
+        cleanup.add(async () => { await other.close() })
+        const from = randomAddress(cli.port)
+        await join(other, from)
+        const peer = await spawnPeer(cli.uri, randomAddress(cli.port), version, 'websocket')
+        cleanup.add(peer.kill)
+        const relayed = await dialProcess(other, from, peer)
+        queue(other, relayed.forward, makeChunks(16, 64 * KiB))
+        await peer.next((e) => e.event === 'data', 'the relay carries 1 MiB')
+        const before = await untilScraped(cli, (m) => valueOf(m, 'rendezvous_peers') === 2 && valueOf(m, 'rendezvous_relayed_streams') === 2, 'both are joined and relayed')
+
+        let endedAt = 0
+        const ended = Promise.all([relayed.back.done, relayed.forwardEnded]).then((ends) => {
+          endedAt = Date.now()
+          return ends
+        })
+        const frozenAt = Date.now()
+        peer.freeze()
+        const released = await untilScraped(cli, (m) => valueOf(m, 'rendezvous_peers') === 1, 'the vanished peer\'s address is released')
+        const releasedAt = Date.now()
+        const [back, forward] = await within(ended, 'the ends of both relayed streams')
+        const tookMs = Math.max(releasedAt, endedAt) - frozenAt
+        process.stdout.write(`# ${version}: removed ${releasedAt - frozenAt} ms after it froze, streams ended after ${endedAt - frozenAt} ms (limit ${INTERVAL_MS + TIMEOUT_MS + MARGIN_MS} ms)\n`)
+        assert.equal(back.end, true)
+        assert.deepEqual(forward, [true])
+        assert.equal(valueOf(released, 'rendezvous_relayed_streams'), 0)
+        assert.equal(valueOf(released, 'rendezvous_connections'), 1)
+        // the heartbeat removed it, not a limit
+        assert.equal(valueOf(released, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }), valueOf(before, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }))
+        assert.ok(!(await join(other, randomAddress(cli.port))).includes(peer.address), 'a new join\'s answer does not list it')
+        assert.ok(tookMs <= INTERVAL_MS + TIMEOUT_MS + MARGIN_MS, `removed after ${tookMs} ms`)
+      } finally {
+        await cleanup.run()
+      }
+    })
+  }
+})
