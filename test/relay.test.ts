@@ -114,7 +114,7 @@ describe('dial handshake', () => {
     assert.deepEqual((await a.client.request('ss-dial', a.address, b.address, dialId)).filter((x) => x != null), [])
     await maySend
     // the dialer sends, but the listener never accepts: held, then dropped
-    send(a.client, `${dialId}.dialer`, makeChunks(4, 1024), undefined)
+    send(a.client, `${dialId}.dialer`, makeChunks(4, 1024), null)
     const endAtDialer = a.client.next(`${STREAM}error.${dialId}.listener`)
     assert.deepEqual(await endAtDialer, [ERRORS.DIAL_TIMEOUT])
     await relayIsEmpty(server)
@@ -241,7 +241,7 @@ describe('stream forwarding', () => {
       const b = await peer(server.url, 'v4')
       const r = await relay(a.client, a.address, b.client, b.address)
       await r.dialerMaySend
-      send(a.client, r.forward, makeChunks(5, 100), undefined)
+      send(a.client, r.forward, makeChunks(5, 100), null)
       await until(() => r.atListener.received === 500, 'the first chunks arrive')
       const gone = leaver === 'dialer' ? a : b
       const stays = leaver === 'dialer' ? b : a
@@ -331,7 +331,7 @@ describe('relay limits', () => {
     await withPair({ maxRelayBytes: 10_000 }, ['v2', 'v4'], async (server, a, b) => {
       const r = await relay(a.client, a.address, b.client, b.address)
       await r.dialerMaySend
-      send(a.client, r.forward, makeChunks(30, 1000), undefined)
+      send(a.client, r.forward, makeChunks(30, 1000), null)
       const atListener = await within(r.atListener.done, 'the end of the forward stream')
       assert.equal(atListener.end, ERRORS.RELAY_DATA_LIMIT)
       assert.ok(atListener.bytes <= 10_000)

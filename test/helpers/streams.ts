@@ -76,9 +76,10 @@ export async function accepted (client: Client, name: string): Promise<void> {
   await client.next(`${STREAM}accept.${name}`)
 }
 
-export function send (client: Client, name: string, chunks: Iterable<Buffer>, end: true | string | undefined = true): void {
+/** Sends `chunks` on stream `name`, then its end (`true`, or an error message); `null` leaves it open. */
+export function send (client: Client, name: string, chunks: Iterable<Buffer>, end: true | string | null = true): void {
   for (const chunk of chunks) client.emit(`${STREAM}queue.${name}`, chunk)
-  if (end !== undefined) client.emit(`${STREAM}error.${name}`, end)
+  if (end !== null) client.emit(`${STREAM}error.${name}`, end)
 }
 
 export interface Relayed {
