@@ -147,7 +147,9 @@ export class Relay {
     const listener = this.link(target)
     const forward = `${dialId}.dialer`
     const back = `${dialId}.listener`
-    if (dialer.sending.has(forward) || listener.receiving.has(forward) || listener.sending.has(back) || dialer.receiving.has(back)) {
+    // a name in use on either connection, in either role, would be ambiguous to that client
+    const inUse = (link: Link): boolean => [forward, back].some((name) => link.sending.has(name) || link.receiving.has(name))
+    if (inUse(dialer) || inUse(listener)) {
       this.unlinkIfIdle(dialer)
       this.unlinkIfIdle(listener)
       return fail(ERRORS.DIAL_ID_IN_USE)
@@ -170,7 +172,12 @@ export class Relay {
     // hold what comes until the listener accepts
     this.open(dial, forward, dialer, listener)
     socket.emit(streamEvent('accept', forward))
-    target.emit(EVENTS.INCOMING, dialId, from, (...answer: unknown[]) => { this.answered(dial, answer[0]) })
+    // Socket.IO keeps an ack until it is answered: without a timeout, a
+    // listener that never answers would keep every such dial, and through it
+    // the dialer's connection, for as long as it stays connected
+    target.timeout(this.config.dialTimeoutMS).emit(EVENTS.INCOMING, dialId, from, (err: Error | null, ...answer: unknown[]) => {
+      if (err === null) this.answered(dial, answer[0])
+    })
   }
 
   /** A `socket.io-pull-stream.*` event from `socket`. */
