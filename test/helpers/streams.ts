@@ -53,11 +53,14 @@ export class Source {
       this.onChunk?.(buffer)
     }
     this.done = new Promise<Received>((resolve) => {
-      client.socket.on(`${STREAM}queue.${name}`, queue)
-      client.socket.on(`${STREAM}error.${name}`, (end: unknown) => {
+      const ended = (end: unknown): void => {
+        // as socket.io-pull-stream does: a second end for the name is not this stream's
         client.socket.off(`${STREAM}queue.${name}`, queue)
+        client.socket.off(`${STREAM}error.${name}`, ended)
         resolve({ bytes: this.bytes, chunks: this.chunks, sha256: this.hash.digest('hex'), end })
-      })
+      }
+      client.socket.on(`${STREAM}queue.${name}`, queue)
+      client.socket.on(`${STREAM}error.${name}`, ended)
     })
     if (accept) this.accept()
   }
