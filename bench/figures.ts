@@ -1,0 +1,52 @@
+/** The figures scenarios report, and the one table that shows both servers side by side. */
+
+/** One figure a scenario reports; `better` says which way is good. */
+export interface Figure {
+  label: string
+  unit: string
+  better: 'higher' | 'lower'
+  value: number | undefined
+  /** Set when this figure could not be measured (the rest of the scenario may still have been). */
+  error?: string
+  /** Table heading for this figure when it is not the scenario's name: one server run can feed several of issue 5's scenarios. */
+  group?: string
+}
+
+/** Everything a scenario needs to release, whatever happens: run after it ends or hits its bound. */
+export interface ScenarioContext {
+  defer: (cleanup: () => void | Promise<void>) => void
+}
+
+export interface Row {
+  scenario: string
+  label: string
+  unit: string
+  better: 'higher' | 'lower'
+  new?: number
+  old?: number
+  newError?: string
+  oldError?: string
+}
+
+const MAX_ERROR_CHARS = 44
+
+function format (value: number | undefined, error: string | undefined): string {
+  if (error !== undefined) return `failed: ${error.length > MAX_ERROR_CHARS ? error.slice(0, MAX_ERROR_CHARS - 1) + '…' : error}`
+  if (value === undefined) return '-'
+  return value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2)
+}
+
+function ratio (row: Row): string {
+  if (row.new === undefined || row.old === undefined || row.newError !== undefined || row.oldError !== undefined) return '-'
+  const r = row.better === 'higher' ? row.new / row.old : row.old / row.new
+  if (row.new === row.old) return '1.00×'
+  return Number.isFinite(r) ? `${r.toFixed(2)}×` : r === Infinity ? '∞' : '-'
+}
+
+export function table (rows: Row[]): string {
+  const header = ['scenario', 'figure', 'this server', 'old 0.4.1', 'better by']
+  const lines = rows.map((row) => [row.scenario, `${row.label} (${row.unit === '' ? '' : `${row.unit}, `}${row.better} is better)`, format(row.new, row.newError), format(row.old, row.oldError), ratio(row)])
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? '').length)))
+  const render = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' | ')} |`
+  return [render(header), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...lines.map(render)].join('\n')
+}

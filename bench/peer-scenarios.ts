@@ -1,0 +1,160 @@
+/**
+ * Issue 5's many-peer scenarios, each one server process: (a) joins, then on
+ * the same peers (b) the discovery storm or (c) idle memory, and (e) joins
+ * through the crypto challenge. A control-plane prober runs throughout.
+ */
+import { libp2pIdentity, withLegacyId, type Identity } from '../test/helpers/keys.js'
+import type { Figure, ScenarioContext } from './figures.js'
+import { Fleet } from './fleet.js'
+import { challengeJoin, joinPeers, plainJoin, type JoinProcedure, type JoinResult } from './joins.js'
+import { settledRss } from './memory.js'
+import { startProber, type ProbeReport } from './prober.js'
+import { progress } from './progress.js'
+import { roundTrips, type RoundTrips } from './stats.js'
+import { discoveryStorm } from './storm.js'
+import type { Target } from './targets.js'
+
+const KiB = 1024
+const MiB = 1024 * KiB
+
+/** Issue 5's storm length. */
+export const STORM_SECONDS = 30
+/** After the joins, before memory is read: time for the join burst's buffers to drain and a GC to run. */
+const SETTLE_MS = 5_000
+/** Memory is the minimum RSS over this long. */
+const MEMORY_SAMPLE_MS = 5_000
+
+export interface Measured {
+  figures: Figure[]
+  /** Every raw figure, for the JSON file. */
+  raw: Record<string, unknown>
+}
+
+const count = (n: number): string => n.toLocaleString('en-US')
+
+function joinFigures (group: string, r: JoinResult): Figure[] {
+  const none = r.joined === 0 ? 'no peer joined' : undefined
+  return [
+    { group, label: 'joins per second', unit: 'joins/s', better: 'higher', value: r.joinsPerSecond, ...(none !== undefined ? { error: none } : {}) },
+    { group, label: 'join latency p50, connect + join', unit: 'ms', better: 'lower', value: r.p50Ms, ...(none !== undefined ? { error: none } : {}) },
+    { group, label: 'join latency p99, connect + join', unit: 'ms', better: 'lower', value: r.p99Ms, ...(none !== undefined ? { error: none } : {}) },
+    // why a run stopped early (its bound, a stall) is in the JSON and on stderr: the label stays the same for both servers
+    { group, label: `failed joins of ${count(r.n)}`, unit: 'peers', better: 'lower', value: r.failures }
+  ]
+}
+
+function rttFigures (group: string, when: string, rtt: RoundTrips): Figure[] {
+  const none = rtt.sent === 0 ? 'no probe sent' : undefined
+  return [
+    { group, label: `control-plane round trip p50 ${when}`, unit: 'ms', better: 'lower', value: rtt.p50Ms, ...(none !== undefined ? { error: none } : {}) },
+    { group, label: `control-plane round trip p99 ${when}`, unit: 'ms', better: 'lower', value: rtt.p99Ms, ...(none !== undefined ? { error: none } : {}) }
+  ]
+}
+
+/** Starts the prober and a fleet, and makes sure both are released. */
+async function setUp (target: Target, context: ScenarioContext): Promise<{ fleet: Fleet, stopProber: () => Promise<ProbeReport> }> {
+  const fleet = new Fleet()
+  context.defer(() => { fleet.destroy() })
+  const prober = await startProber(target)
+  let report: Promise<ProbeReport> | undefined
+  const stopProber = async (): Promise<ProbeReport> => { report ??= prober.stop(); return await report }
+  context.defer(async () => { await stopProber().catch(() => {}) })
+  return { fleet, stopProber }
+}
+
+/** (a) N peers join, then (b) the discovery storm on them for STORM_SECONDS. */
+export async function joinThenStorm (target: Target, context: ScenarioContext, n: number, joinLimitMs: number): Promise<Measured> {
+  const { fleet, stopProber } = await setUp(target, context)
+  const joinGroup = `(a) join ${count(n)} peers`
+  const stormGroup = `(b) storm, ${count(n)} peers, ${STORM_SECONDS} s`
+  const joinStart = Date.now()
+  const join = await joinPeers(target, fleet, n, plainJoin, joinLimitMs, `join ${count(n)}`)
+  const joinEnd = Date.now()
+  if (!target.alive()) throw new Error('server died while peers joined')
+  const storm = await discoveryStorm(target, fleet, n, STORM_SECONDS, `storm ${count(n)}`)
+  const probes = await stopProber()
+  const rttJoin = roundTrips(probes, joinStart, joinEnd)
+  const rttStorm = roundTrips(probes, storm.fromMs, storm.toMs)
+  fleet.destroy()
+  return {
+    figures: [
+      ...joinFigures(joinGroup, join),
+      { group: joinGroup, label: 'load generator CPU while joining', unit: 'cores', better: 'lower', value: join.generatorCores },
+      { group: stormGroup, label: 'ws-peer announcements delivered', unit: 'msg/s', better: 'higher', value: storm.deliveredPerSecond },
+      { group: stormGroup, label: `share of the demand, ${count(n)}×${count(n - 1)}/10 s`, unit: '%', better: 'higher', value: storm.deliveredPercent },
+      { group: stormGroup, label: 'server CPU', unit: 'cores', better: 'lower', value: storm.serverCores },
+      ...rttFigures(stormGroup, 'during the storm', rttStorm),
+      { group: stormGroup, label: 'connections dropped during the storm', unit: 'peers', better: 'lower', value: storm.dropped },
+      { group: stormGroup, label: 'load generator CPU (incl. prober thread)', unit: 'cores', better: 'lower', value: storm.generatorCores }
+    ],
+    raw: { join, storm, controlPlane: { whileJoining: rttJoin, duringStorm: rttStorm, proberLost: probes.lost }, dropReasons: Object.fromEntries(fleet.dropReasons) }
+  }
+}
+
+/** (a) N peers join, then (c) the server's RSS with them joined and idle. */
+export async function joinThenIdle (target: Target, context: ScenarioContext, n: number, joinLimitMs: number): Promise<Measured> {
+  const idleRss = await settledRss(target, 1_000)
+  const { fleet, stopProber } = await setUp(target, context)
+  const joinGroup = `(a) join ${count(n)} peers`
+  const memoryGroup = `(c) memory, ${count(n)} idle peers`
+  const joinStart = Date.now()
+  const join = await joinPeers(target, fleet, n, plainJoin, joinLimitMs, `join ${count(n)}`)
+  const joinEnd = Date.now()
+  if (!target.alive()) throw new Error('server died while peers joined')
+  progress(`  memory: settling ${SETTLE_MS / 1000} s, then the minimum RSS over ${MEMORY_SAMPLE_MS / 1000} s`)
+  await new Promise((resolve) => setTimeout(resolve, SETTLE_MS))
+  const afterStart = Date.now()
+  const joinedRss = await settledRss(target, MEMORY_SAMPLE_MS)
+  const connected = fleet.connected
+  const probes = await stopProber()
+  const rttJoin = roundTrips(probes, joinStart, joinEnd)
+  const rttAfter = roundTrips(probes, afterStart, Date.now())
+  fleet.destroy()
+  const partial = connected < n ? `only ${count(connected)} of ${count(n)} joined` : undefined
+  const perPeerKiB = (joinedRss - idleRss) / Math.max(1, connected) / KiB
+  return {
+    figures: [
+      ...joinFigures(joinGroup, join),
+      ...rttFigures(joinGroup, 'while joining', rttJoin),
+      { group: joinGroup, label: 'load generator CPU while joining', unit: 'cores', better: 'lower', value: join.generatorCores },
+      { group: memoryGroup, label: 'RSS per idle joined peer', unit: 'KiB', better: 'lower', value: perPeerKiB, ...(partial !== undefined ? { error: partial } : {}) },
+      { group: memoryGroup, label: 'RSS with the peers joined', unit: 'MiB', better: 'lower', value: joinedRss / MiB },
+      { group: memoryGroup, label: 'RSS before connecting', unit: 'MiB', better: 'lower', value: idleRss / MiB },
+      ...rttFigures(memoryGroup, 'afterwards', rttAfter)
+    ],
+    raw: { join, memory: { idleRssBytes: idleRss, joinedRssBytes: joinedRss, connected, perPeerKiB }, controlPlane: { whileJoining: rttJoin, afterwards: rttAfter, proberLost: probes.lost }, dropReasons: Object.fromEntries(fleet.dropReasons) }
+  }
+}
+
+/** (e) peers join through the crypto challenge, one identity each. */
+export async function cryptoJoins (target: Target, context: ScenarioContext, identities: readonly Identity[], keyName: string, joinLimitMs: number): Promise<Measured> {
+  const fleet = new Fleet()
+  context.defer(() => { fleet.destroy() })
+  const join: JoinProcedure = challengeJoin(identities)
+  const n = identities.length
+  const result = await joinPeers(target, fleet, n, join, joinLimitMs, `${keyName} joins`)
+  fleet.destroy()
+  return {
+    figures: [
+      ...joinFigures(`(e) crypto joins, ${count(n)} ${keyName} peers`, result),
+      { group: `(e) crypto joins, ${count(n)} ${keyName} peers`, label: 'load generator CPU while joining (signing)', unit: 'cores', better: 'lower', value: result.generatorCores }
+    ],
+    raw: { join: result }
+  }
+}
+
+/**
+ * Identities for (e), made before anything is timed and shared by both
+ * servers. Ed25519 ids are written in the sha2-256 form, the only one the old
+ * server derives (this server accepts both forms).
+ */
+export async function makeIdentities (type: 'Ed25519' | 'RSA', n: number): Promise<Identity[]> {
+  const started = Date.now()
+  const identities: Identity[] = []
+  for (let i = 0; i < n; i++) {
+    const identity = await libp2pIdentity(type)
+    identities.push(type === 'Ed25519' ? await withLegacyId(identity) : identity)
+  }
+  progress(`  ${n} ${type} keys generated in ${((Date.now() - started) / 1000).toFixed(1)} s`)
+  return identities
+}
