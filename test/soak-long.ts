@@ -49,3 +49,5 @@ try {
   console.error('soak: aborted:', err)
   process.exitCode = 1
 }
+// the clients of an aborted run may still wait on their guards
+process.exit()
