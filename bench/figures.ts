@@ -8,6 +8,8 @@ export interface Figure {
   value: number | undefined
   /** Set when this figure could not be measured (the rest of the scenario may still have been). */
   error?: string
+  /** Qualifies a value measured under different conditions than asked (e.g. fewer peers joined): shown next to it, and no ratio is drawn. */
+  note?: string
   /** Table heading for this figure when it is not the scenario's name: one server run can feed several of issue 5's scenarios. */
   group?: string
 }
@@ -26,18 +28,22 @@ export interface Row {
   old?: number
   newError?: string
   oldError?: string
+  newNote?: string
+  oldNote?: string
 }
 
 const MAX_ERROR_CHARS = 44
 
-function format (value: number | undefined, error: string | undefined): string {
+function format (value: number | undefined, error: string | undefined, note: string | undefined): string {
   if (error !== undefined) return `failed: ${error.length > MAX_ERROR_CHARS ? error.slice(0, MAX_ERROR_CHARS - 1) + '…' : error}`
   if (value === undefined) return '-'
-  return value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2)
+  const number = value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2)
+  return note === undefined ? number : `${number} (${note})`
 }
 
 function ratio (row: Row): string {
   if (row.new === undefined || row.old === undefined || row.newError !== undefined || row.oldError !== undefined) return '-'
+  if (row.newNote !== undefined || row.oldNote !== undefined) return '-'
   const r = row.better === 'higher' ? row.new / row.old : row.old / row.new
   if (row.new === row.old) return '1.00×'
   return Number.isFinite(r) ? `${r.toFixed(2)}×` : r === Infinity ? '∞' : '-'
@@ -45,7 +51,7 @@ function ratio (row: Row): string {
 
 export function table (rows: Row[]): string {
   const header = ['scenario', 'figure', 'this server', 'old 0.4.1', 'better by']
-  const lines = rows.map((row) => [row.scenario, `${row.label} (${row.unit === '' ? '' : `${row.unit}, `}${row.better} is better)`, format(row.new, row.newError), format(row.old, row.oldError), ratio(row)])
+  const lines = rows.map((row) => [row.scenario, `${row.label} (${row.unit === '' ? '' : `${row.unit}, `}${row.better} is better)`, format(row.new, row.newError, row.newNote), format(row.old, row.oldError, row.oldNote), ratio(row)])
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? '').length)))
   const render = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' | ')} |`
   return [render(header), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...lines.map(render)].join('\n')

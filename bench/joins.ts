@@ -30,7 +30,12 @@ export const plainJoin: JoinProcedure = async (client) => {
   if (ack.error !== null) throw new JoinError(String(ack.error))
 }
 
-/** Crypto challenge on: public key → nonce, then the nonce's signature → joined. */
+/**
+ * Crypto challenge on: public key → nonce, then the nonce's signature → joined.
+ * Peer `index` uses identity `index % identities.length`, so keys are reused
+ * when there are more joins than keys (by peers that have left by then, as long
+ * as fewer joins than keys are in flight).
+ */
 export function challengeJoin (identities: readonly Identity[]): JoinProcedure {
   return async (client, index) => {
     const identity = identities[index % identities.length] as Identity
@@ -81,7 +86,16 @@ export interface JoinResult {
  * Connects and joins `n` peers into `fleet`. Stops starting new ones after
  * `limitMs`, or once it has stalled, and gives up on those in flight then.
  */
-export async function joinPeers (target: Target, fleet: Fleet, n: number, join: JoinProcedure, limitMs: number, label: string): Promise<JoinResult> {
+export interface JoinOptions {
+  /** Joins in flight at once; JOIN_CONCURRENCY unless given. */
+  concurrency?: number
+  /** False: each peer closes its connection as soon as it has joined, so the joined set stays small. */
+  stay?: boolean
+}
+
+export async function joinPeers (target: Target, fleet: Fleet, n: number, join: JoinProcedure, limitMs: number, label: string, options: JoinOptions = {}): Promise<JoinResult> {
+  const concurrency = options.concurrency ?? JOIN_CONCURRENCY
+  const stay = options.stay ?? true
   const latencies: number[] = []
   const errors = new Map<string, number>()
   const abort = new AbortController()
@@ -138,7 +152,8 @@ export async function joinPeers (target: Target, fleet: Fleet, n: number, join: 
       if (bounded) throw new Error('cut off by the bound')
       latencies.push(performance.now() - t0)
       lastProgress = performance.now()
-      fleet.add(client)
+      if (stay) fleet.add(client)
+      else client.close()
     } catch (err) {
       client.destroy()
       if (bounded) return
@@ -155,7 +170,7 @@ export async function joinPeers (target: Target, fleet: Fleet, n: number, join: 
   const lane = async (): Promise<void> => {
     while (!bounded && next < n) await one(next++)
   }
-  void Promise.all(Array.from({ length: Math.min(JOIN_CONCURRENCY, n) }, lane)).then(() => { finish() })
+  void Promise.all(Array.from({ length: Math.min(concurrency, n) }, lane)).then(() => { finish() })
   await finished
   clearInterval(watchdog)
   const wall = (performance.now() - started) / 1000
