@@ -90,3 +90,6 @@ export const LIMITS_SWEEP_MS = 1 * second
 /** Engine.IO heartbeat: a ping every interval, and a peer silent for interval + timeout is gone. */
 export const PING_INTERVAL_MS = 25 * second
 export const PING_TIMEOUT_MS = 20 * second
+
+/** Cluster mode: a node whose heartbeat key has not been refreshed for this long is dead, and its peers are purged. */
+export const CLUSTER_NODE_TIMEOUT_MS = 30 * second

@@ -14,6 +14,10 @@
  * deliveries, so when that would exceed the budget the effective refresh
  * interval stretches to fit it. New joins come first: they may run the
  * budget into debt, which the refreshes then repay.
+ *
+ * In cluster mode each node announces the addresses it holds, to its own
+ * peers and, through `elsewhere`, to the other nodes, which deliver them to
+ * theirs (`deliver`). The budget then counts the listeners of every node.
  */
 import { DISCOVERY_TICK_MAX_MS, DISCOVERY_TICK_MIN_MS, JOINED_ROOM } from './constants.js'
 import type { Announcement, Fanout } from './fanout.js'
@@ -52,6 +56,9 @@ export class Discovery {
   sent = 0
   /** The refresh interval in force, stretched by the budget. */
   effectiveIntervalMs: number
+  /** Cluster mode: listeners on the other nodes, and where each batch goes for them. */
+  remoteListeners: () => number = () => 0
+  elsewhere: (addresses: string[]) => void = () => {}
 
   constructor (
     private readonly io: RendezvousServer,
@@ -156,7 +163,7 @@ export class Discovery {
     this.tokens = Math.min(this.burst(), this.tokens + rate * elapsed / 1000)
     const total = this.entries.length
     // what one announcement costs: a delivery to every other joined connection
-    const cost = Math.max(1, this.listeners - 1)
+    const cost = Math.max(1, this.listeners - 1 + this.remoteListeners())
     const batch: Announcement[] = []
 
     // new joins first, into debt if need be, but not beyond one burst of it
@@ -185,6 +192,12 @@ export class Discovery {
     }
 
     if (batch.length === 0) return
+    this.elsewhere(batch.map((entry) => entry.address))
+    this.deliver(batch)
+  }
+
+  /** Delivers announcements to every peer here but their holders; those of other nodes come with no holder. */
+  deliver (batch: readonly Announcement[]): void {
     const droppedBefore = this.fanout.dropped
     const deliveries = this.fanout.send(batch)
     this.sent += deliveries

@@ -64,6 +64,16 @@ export class Flow {
     return this.paused
   }
 
+  /** The connection's id. */
+  get id (): string {
+    return this.socket.id
+  }
+
+  /** Emits a control event of a relayed stream (`accept`, or `error` with how it ended). */
+  emit (event: `socket.io-pull-stream.${string}`, ...args: Array<true | string>): void {
+    this.socket.emit(event, ...args)
+  }
+
   /**
    * Emits `event` with a binary chunk, counting it until it is flushed.
    * Counted first: Engine.IO flushes synchronously inside emit when it can.

@@ -2,14 +2,16 @@
  * `start(options)`: wires the parts together and returns the server handle.
  */
 import type { EventEmitter } from 'node:events'
+import type { Registry as PromRegistry } from 'prom-client'
 import type { AddressInfo } from 'node:net'
 import debug from 'debug'
 import { Challenges } from './challenge.js'
+import { Cluster } from './cluster.js'
 import { RELAY_LOW_WATER_RATIO, SLOW_PEER_ANNOUNCE_BYTES } from './constants.js'
 import { Discovery } from './discovery.js'
 import { Fanout } from './fanout.js'
 import { createServer } from './http.js'
-import { Joins } from './join.js'
+import { Joins, TAKEN_OVER } from './join.js'
 import { Limits } from './limits.js'
 import { createMetrics } from './metrics.js'
 import { resolveConfig, type Config, type Defaults, type Options } from './options.js'
@@ -25,6 +27,8 @@ export { OptionError, CLI_DEFAULTS, LIBRARY_DEFAULTS, OPTION_SPECS } from './opt
 export { ERRORS }
 
 const log = debug('rendezvous:server')
+const logError = debug('rendezvous:error')
+logError.enabled = true
 
 export interface ServerInfo {
   port: number
@@ -55,6 +59,8 @@ export interface ServerStats {
   remoteAddresses: number
   /** Event listeners on all sockets together: flat however many dials run. */
   socketListeners: number
+  /** Cluster mode: whether Redis is reachable, and the nodes alive. */
+  cluster?: { node: string, up: boolean, nodes: number }
 }
 
 export interface RendezvousServer {
@@ -85,7 +91,8 @@ async function disconnectAll (io: SocketServer, patienceMs: number): Promise<voi
   const conns = Object.values((io.engine as unknown as { clients: Record<string, EventEmitter> }).clients)
   const closing = conns.map(async (conn) => await new Promise<void>((resolve) => { conn.once('close', () => { resolve() }) }))
   if (closing.length === 0) return
-  io.disconnectSockets(true)
+  // local: with the Redis adapter, the plain call would disconnect every node's clients
+  io.local.disconnectSockets(true)
   let timer: NodeJS.Timeout | undefined
   await Promise.race([Promise.all(closing), new Promise((resolve) => { timer = setTimeout(resolve, patienceMs) })])
   clearTimeout(timer)
@@ -100,7 +107,21 @@ function countListeners (io: SocketServer): number {
   return n
 }
 
-export async function start (options: Options = {}, defaults?: Defaults): Promise<RendezvousServer> {
+/**
+ * How a worker process of `--workers` differs (workers.ts): it does not
+ * listen, the primary hands it connections; and its `/metrics` may show the
+ * figures of all workers together.
+ */
+export interface WorkerMode {
+  /** Called instead of listening, once the Socket.IO server exists. */
+  attach: (io: SocketServer) => void
+  /** Called with this server's metrics registry (when metrics are on). */
+  registry?: (registry: PromRegistry) => void
+  /** Serves `/metrics` instead of this server's own registry. */
+  scrape?: () => Promise<{ contentType: string, body: string } | undefined>
+}
+
+export async function start (options: Options = {}, defaults?: Defaults, worker?: WorkerMode): Promise<RendezvousServer> {
   const config: Config = resolveConfig(options, defaults)
   const startedAt = Date.now()
   /** Shutdown has begun: refuse what is new, let what runs finish. */
@@ -115,12 +136,13 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
     pendingChallenges: () => challenges.pending,
     relayedStreams: () => relay.streams,
     pausedSenders: () => relay.pausedSenders,
-    refreshIntervalSeconds: () => discovery.effectiveIntervalMs / 1000
+    refreshIntervalSeconds: () => discovery.effectiveIntervalMs / 1000,
+    ...(config.redis !== undefined ? { cluster: { up: () => cluster?.up === true ? 1 : 0, nodes: () => cluster?.nodes ?? 0 } } : {})
   })
   const relay = new Relay({
     ...config,
     relayLowWaterBytes: Math.floor(config.relayHighWaterBytes * RELAY_LOW_WATER_RATIO)
-  }, registry, metrics)
+  }, registry, metrics, (id) => io.sockets.sockets.get(id))
 
   const http = createServer(config.tls, {
     page: (hostHeader, secure) => renderPage(websocketStarAddress(hostHeader, secure), {
@@ -130,10 +152,16 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
       uptimeSeconds: (Date.now() - startedAt) / 1000,
       version: VERSION
     }),
-    metrics: metrics.scrape,
+    metrics: metrics.enabled && worker?.scrape !== undefined ? worker.scrape : metrics.scrape,
     health: () => ({
+      // degraded still serves its own peers: a load balancer should keep it
       status: draining ? 503 : 200,
-      body: { status: draining ? 'stopping' : 'ok', uptime: Math.floor((Date.now() - startedAt) / 1000), peers: registry.size }
+      body: {
+        status: draining ? 'stopping' : cluster !== undefined && !cluster.up ? 'degraded' : 'ok',
+        uptime: Math.floor((Date.now() - startedAt) / 1000),
+        peers: registry.size,
+        ...(cluster !== undefined ? { cluster: { node: cluster.node, redis: cluster.up ? 'up' : 'down', nodes: cluster.nodes } } : {})
+      }
     })
   })
   const io = createSocketServer(http, config, (req) => draining ? ERRORS.SHUTTING_DOWN : limits.refusal(req))
@@ -144,9 +172,56 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
     if (registry.addressesOf(socket.id) === undefined) limits.unjoined(socket)
   })
   wireSockets(io, { joins, relay, limits, metrics })
+  const cluster = config.redis !== undefined ? joinCluster(config.redis) : undefined
+
+  function joinCluster (redis: string): Cluster {
+    const cluster = new Cluster(io, { redis, clusterNodeTimeoutMS: config.clusterNodeTimeoutMS }, () => ({ listeners: discovery.listeners, peers: registry.size }))
+    cluster.onPurged = metrics.purged
+    relay.cluster = {
+      node: cluster.node,
+      send: (node, message) => cluster.send(node, message),
+      locate: async (address) => cluster.up ? await cluster.locate(address) : undefined,
+      watch: (node) => { cluster.watch(node) }
+    }
+    joins.cluster = cluster
+    discovery.remoteListeners = () => cluster.up ? cluster.remoteListeners : 0
+    discovery.elsewhere = (addresses) => { cluster.announce(addresses) }
+    const guard = (what: string, fn: () => void | Promise<void>): void => {
+      const failed = (err: unknown): void => { logError('cluster: %s failed: %O', what, err) }
+      try {
+        void Promise.resolve(fn()).catch(failed)
+      } catch (err) {
+        failed(err)
+      }
+    }
+    cluster.on('announced', (addresses) => {
+      guard('announcement delivery', () => { discovery.deliver(addresses.map((address) => ({ address, ownerId: '' }))) })
+    })
+    cluster.on('message', (from, message) => {
+      guard(`message ${message.header.t}`, () => {
+        const { t, address, sid } = message.header
+        if (t === TAKEN_OVER) {
+          if (typeof address === 'string' && typeof sid === 'string') joins.takenElsewhere(address, sid)
+        } else relay.onNodeMessage(from, message)
+      })
+    })
+    cluster.on('nodeGone', (node) => { guard('ending streams of a gone node', () => { relay.nodeGone(node) }) })
+    // (re)connected: put this node's peers back in the shared registry
+    cluster.on('up', () => {
+      guard('re-registering peers', async () => {
+        const lost = await cluster.register([...registry.entries()].map(([address, socket]) => [address, socket.id]))
+        for (const [address, id] of lost) joins.takenElsewhere(address, id)
+      })
+    })
+    return cluster
+  }
 
   try {
-    await new Promise<void>((resolve, reject) => {
+    await cluster?.connect()
+    if (worker !== undefined) {
+      worker.attach(io)
+      if (metrics.registry !== undefined) worker.registry?.(metrics.registry)
+    } else await new Promise<void>((resolve, reject) => {
       http.once('error', reject)
       http.listen(config.port, config.host, () => {
         http.off('error', reject)
@@ -157,12 +232,14 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
     discovery.stop()
     challenges.stop()
     limits.stop()
+    await cluster?.leave()
     await io.close()
+    cluster?.disconnect()
     throw err
   }
 
   const protocol = config.tls !== undefined ? 'https' : 'http'
-  const port = (http.address() as AddressInfo).port
+  const port = worker !== undefined ? config.port : (http.address() as AddressInfo).port
   const info: ServerInfo = { port, host: config.host, uri: formatUri(protocol, config.host, port), protocol }
   log('listening on %s', info.uri)
 
@@ -177,10 +254,13 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
       // a graceful disconnect flushes what is queued (the ends relay.stop()
       // just sent) before the transport closes; io.close() would discard it
       await disconnectAll(io, STOP_FLUSH_MS)
+      // the other nodes forget this one's peers now rather than after the timeout
+      await cluster?.leave()
       // then closes the HTTP server
       const closed = io.close()
       http.closeAllConnections()
       await closed
+      cluster?.disconnect()
       challenges.stop()
       limits.stop()
       log('stopped')
@@ -211,7 +291,8 @@ export async function start (options: Options = {}, defaults?: Defaults): Promis
       pausedSenders: relay.pausedSenders,
       limitedConnections: limits.connections,
       remoteAddresses: limits.addresses,
-      socketListeners: countListeners(io)
+      socketListeners: countListeners(io),
+      ...(cluster !== undefined ? { cluster: { node: cluster.node, up: cluster.up, nodes: cluster.nodes } } : {})
     }),
     stop,
     shutdown: async (gracePeriodMS = config.shutdownGracePeriodMS) => {

@@ -5,6 +5,7 @@
 import debug from 'debug'
 import { WebSocketStar } from '@multiformats/mafmt'
 import { Challenges, keyForPeerId } from './challenge.js'
+import type { Cluster } from './cluster.js'
 import type { Discovery } from './discovery.js'
 import type { Metrics } from './metrics.js'
 import { ERRORS, type Ack, type JoinRequest, type PeerSocket } from './protocol.js'
@@ -15,6 +16,12 @@ const log = debug('rendezvous:join')
 /** Told when a connection no longer holds an address, so what depends on it can end. */
 export type ReleaseHook = (socket: PeerSocket, address: string) => void
 
+/** Message to the node whose connection lost an address to a join here. */
+export const TAKEN_OVER = 'taken'
+
+/** The cluster's shared registry, as joins use it. */
+export type SharedRegistry = Pick<Cluster, 'up' | 'claim' | 'release' | 'sample' | 'send'>
+
 export interface JoinConfig {
   cryptoChallenge: boolean
   strictMultiaddr: boolean
@@ -24,6 +31,9 @@ export interface JoinConfig {
 }
 
 export class Joins {
+  /** Set in cluster mode. */
+  cluster: SharedRegistry | undefined
+
   constructor (
     private readonly config: JoinConfig,
     private readonly registry: Registry<PeerSocket>,
@@ -49,7 +59,7 @@ export class Joins {
     if (this.config.strictMultiaddr && !WebSocketStar.matches(request.multiaddr)) return fail(ERRORS.INVALID_MULTIADDR)
     const full = this.capacityError(socket, address)
     if (full !== undefined) return fail(full)
-    if (!this.config.cryptoChallenge) return this.finalize(socket, address, ack, startedAt)
+    if (!this.config.cryptoChallenge) return await this.finalize(socket, address, ack, startedAt)
     if (data === '') return fail(ERRORS.NO_ID)
 
     if (isSignature) {
@@ -59,7 +69,7 @@ export class Joins {
       if (!socket.connected) return
       const filled = this.capacityError(socket, address)
       if (filled !== undefined) return fail(filled)
-      return this.finalize(socket, address, ack, startedAt)
+      return await this.finalize(socket, address, ack, startedAt)
     }
 
     const key = keyForPeerId(data, request.peerId)
@@ -74,15 +84,26 @@ export class Joins {
   leave (socket: PeerSocket, address: string): void {
     if (!this.registry.release(address, socket)) return
     log('[%s] left %s', socket.id, address)
+    this.cluster?.release(address, socket.id)
     this.forget(socket, address)
   }
 
   disconnect (socket: PeerSocket): void {
     for (const address of this.registry.releaseAll(socket.id)) {
       log('[%s] gone, releasing %s', socket.id, address)
+      this.cluster?.release(address, socket.id)
       this.discovery.remove(address)
     }
     this.challenges.dropConnection(socket.id)
+  }
+
+  /** A join on another node took `address` from connection `connectionId` here. */
+  takenElsewhere (address: string, connectionId: string): void {
+    const holder = this.registry.holderOf(address)
+    if (holder === undefined || holder.id !== connectionId) return
+    this.registry.release(address, holder)
+    log('[%s] lost %s to a join on another node', holder.id, address)
+    this.forget(holder, address)
   }
 
   /** Whether the connection may take one more address, and the server one more peer. */
@@ -94,18 +115,49 @@ export class Joins {
     return undefined
   }
 
-  private finalize (socket: PeerSocket, address: string, ack: Ack, startedAt: bigint): void {
+  private async finalize (socket: PeerSocket, address: string, ack: Ack, startedAt: bigint): Promise<void> {
     const previous = this.registry.claim(address, socket)
     if (previous !== undefined) {
       log('[%s] takes %s over from [%s]', socket.id, address, previous.id)
       this.forget(previous, address)
     }
     this.discovery.subscribe(socket)
-    const others = this.discovery.sample(this.config.maxPeersInJoinReply, address)
+    const others = await this.claimInCluster(socket, address) ?? this.discovery.sample(this.config.maxPeersInJoinReply, address)
+    if (!this.registry.holds(socket, address)) {
+      // gone, left or taken over while Redis answered
+      if (socket.connected) ack(null, null, others)
+      return
+    }
     this.metrics.joinAnswered('success', startedAt)
     log('[%s] joined %s', socket.id, address)
     ack(null, null, others)
     this.discovery.add(address, socket.id)
+  }
+
+  /**
+   * Cluster mode: records the address in the shared registry, takes it from
+   * a connection on another node that held it, and lists peers of every node.
+   * Undefined when Redis is away: the join is then local only.
+   */
+  private async claimInCluster (socket: PeerSocket, address: string): Promise<string[] | undefined> {
+    const cluster = this.cluster
+    if (cluster === undefined || !cluster.up) return undefined
+    try {
+      const [elsewhere, others] = await Promise.all([
+        cluster.claim(address, socket.id),
+        cluster.sample(this.config.maxPeersInJoinReply, address)
+      ])
+      if (elsewhere !== undefined) {
+        log('[%s] takes %s over from [%s] on node %s', socket.id, address, elsewhere.connection, elsewhere.node)
+        cluster.send(elsewhere.node, { header: { t: TAKEN_OVER, address, sid: elsewhere.connection } })
+      }
+      // left or gone meanwhile: the shared registry must not keep it
+      if (!this.registry.holds(socket, address)) cluster.release(address, socket.id)
+      return others
+    } catch (err) {
+      log('[%s] join of %s is local only: %s', socket.id, address, (err as Error).message)
+      return undefined
+    }
   }
 
   /** `socket` no longer holds `address`: stop announcing it, and to it if it holds nothing. */

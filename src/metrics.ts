@@ -14,12 +14,20 @@ export interface Gauges {
   relayedStreams: () => number
   pausedSenders: () => number
   refreshIntervalSeconds: () => number
+  /** Cluster mode only. */
+  cluster?: {
+    /** 1 while Redis is reachable, 0 while the node serves alone (degraded). */
+    up: () => number
+    nodes: () => number
+  }
 }
 
 export type JoinResult = 'success' | 'failure' | 'challenge'
 
 export interface Metrics {
   readonly enabled: boolean
+  /** The registry, when metrics are on. */
+  readonly registry?: Registry
   /** An `ss-join` that starts a join (a signature finishes the one its key started). */
   joinAttempt: () => void
   /** An `ss-join` was answered; `startedAt` is `process.hrtime.bigint()` at its arrival. */
@@ -34,6 +42,8 @@ export interface Metrics {
   handlerError: (event: string) => void
   /** The server closed a connection that broke a limit. */
   connectionClosed: (reason: string) => void
+  /** Cluster mode: addresses of dead nodes removed from the shared registry. */
+  purged: (addresses: number) => void
   /** Prometheus text exposition, or undefined when metrics are off. */
   scrape: () => Promise<{ contentType: string, body: string } | undefined>
 }
@@ -50,6 +60,7 @@ const disabled: Metrics = {
   announced: noop,
   handlerError: noop,
   connectionClosed: noop,
+  purged: noop,
   scrape: async () => undefined
 }
 
@@ -94,9 +105,16 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
   const dialDuration = new Histogram({ name: 'rendezvous_dial_duration_seconds', help: 'time from an ss-dial to its answer, which waits for the listener', labelNames: ['result'], buckets: DURATION_BUCKETS, registers })
   const closedByLimit = new Counter({ name: 'rendezvous_connections_closed_total', help: 'connections the server closed for breaking a limit, by reason', labelNames: ['reason'], registers })
   const handlerErrors = new Counter({ name: 'rendezvous_handler_errors_total', help: 'socket events whose handler threw, by event', labelNames: ['event'], registers })
+  let purged: Counter | undefined
+  if (gauges.cluster !== undefined) {
+    gauge('rendezvous_cluster_up', 'cluster mode: 1 while Redis is reachable, 0 while this node serves its own peers alone (degraded)', gauges.cluster.up)
+    gauge('rendezvous_cluster_nodes', 'cluster mode: nodes alive at the last heartbeat check, this one included', gauges.cluster.nodes)
+    purged = new Counter({ name: 'rendezvous_cluster_purged_addresses_total', help: 'cluster mode: addresses of dead nodes this node removed from the shared registry', registers })
+  }
 
   return {
     enabled: true,
+    registry,
     joinAttempt: () => { joinsTotal.inc() },
     joinAnswered: (result, startedAt) => {
       if (result === 'success') joinsSuccess.inc()
@@ -117,6 +135,7 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
     // stream event names carry dial ids: label them by kind only
     handlerError: (event) => { handlerErrors.inc({ event: event.startsWith('socket.io-pull-stream.') ? 'socket.io-pull-stream' : event }) },
     connectionClosed: (reason) => { closedByLimit.inc({ reason }) },
+    purged: (addresses) => { purged?.inc(addresses) },
     scrape: async () => ({ contentType: registry.contentType, body: await registry.metrics() })
   }
 }

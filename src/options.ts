@@ -37,6 +37,9 @@ export interface Options {
   maxMessageBytes?: number
   pingIntervalMS?: number
   pingTimeoutMS?: number
+  /** Redis URL (`redis://host:port`): joins this server to a cluster. */
+  redis?: string
+  clusterNodeTimeoutMS?: number
 }
 
 export type TlsConfig =
@@ -72,10 +75,12 @@ export interface Config {
   maxMessageBytes: number
   pingIntervalMS: number
   pingTimeoutMS: number
+  redis?: string
+  clusterNodeTimeoutMS: number
 }
 
 /** `limit-*`: 0 means no limit. */
-type Kind = 'port' | 'ms' | 'count' | 'bytes' | 'limit-ms' | 'limit-bytes' | 'limit-count' | 'string' | 'tls-file' | 'boolean'
+type Kind = 'port' | 'ms' | 'count' | 'bytes' | 'limit-ms' | 'limit-bytes' | 'limit-count' | 'string' | 'tls-file' | 'boolean' | 'redis-url'
 
 /** One option, as `start()`, the command line and the environment name it. */
 export interface OptionSpec {
@@ -120,11 +125,13 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'maxMessageBytes', flag: 'maxMessageBytes', env: 'MAX_MESSAGE_BYTES', kind: 'bytes', describe: 'largest message (or polling request) a client may send' },
   { key: 'pingIntervalMS', flag: 'pingIntervalMS', env: 'PING_INTERVAL_MS', kind: 'ms', describe: 'heartbeat interval, in ms' },
   { key: 'pingTimeoutMS', flag: 'pingTimeoutMS', env: 'PING_TIMEOUT_MS', kind: 'ms', describe: 'a peer silent for the interval plus this is gone, in ms' },
-  { key: 'shutdownGracePeriodMS', flag: 'shutdownGracePeriodMS', env: 'SHUTDOWN_GRACE_PERIOD_MS', kind: 'limit-ms', describe: 'on SIGTERM/SIGINT, how long relayed streams may go on before they are ended, in ms' }
+  { key: 'shutdownGracePeriodMS', flag: 'shutdownGracePeriodMS', env: 'SHUTDOWN_GRACE_PERIOD_MS', kind: 'limit-ms', describe: 'on SIGTERM/SIGINT, how long relayed streams may go on before they are ended, in ms' },
+  { key: 'redis', flag: 'redis', env: 'REDIS_URL', kind: 'redis-url', describe: 'Redis URL (redis://host:port): run as one node of a cluster sharing peers through it' },
+  { key: 'clusterNodeTimeoutMS', flag: 'clusterNodeTimeoutMS', env: 'CLUSTER_NODE_TIMEOUT_MS', kind: 'ms', describe: 'cluster mode: a node silent this long is dead and its peers are purged, in ms' }
 ]
 
 /** A value for every option that has a default. */
-export type Defaults = Omit<Config, 'tls'>
+export type Defaults = Omit<Config, 'tls' | 'redis'>
 
 /** Defaults of `start()`: those of the old library. */
 export const LIBRARY_DEFAULTS: Defaults = {
@@ -153,7 +160,8 @@ export const LIBRARY_DEFAULTS: Defaults = {
   maxUnsentBytes: C.MAX_UNSENT_BYTES,
   maxMessageBytes: C.MAX_MESSAGE_BYTES,
   pingIntervalMS: C.PING_INTERVAL_MS,
-  pingTimeoutMS: C.PING_TIMEOUT_MS
+  pingTimeoutMS: C.PING_TIMEOUT_MS,
+  clusterNodeTimeoutMS: C.CLUSTER_NODE_TIMEOUT_MS
 }
 
 /** Defaults of the `rendezvous` command: those of the old command. */
@@ -205,6 +213,11 @@ export function parseOptionValue (spec: OptionSpec, raw: unknown, option: string
     case 'string':
       if (typeof raw !== 'string' || raw === '') throw new OptionError(option, 'must be a non-empty string')
       return raw
+    case 'redis-url':
+      if (typeof raw !== 'string' || !/^rediss?:\/\/[^/\s]+(\/\d*)?$/.test(raw.trim())) {
+        throw new OptionError(option, `${JSON.stringify(raw)} is not a Redis URL (redis://[user:password@]host[:port][/db])`)
+      }
+      return raw.trim()
     case 'tls-file':
       if (Buffer.isBuffer(raw)) return raw
       if (typeof raw !== 'string' || raw === '') throw new OptionError(option, 'must be a file path')

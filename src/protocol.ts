@@ -150,6 +150,14 @@ export function isRejected<T extends object> (request: T | Rejected): request is
   return 'invalid' in request
 }
 
+/** Node → node, in cluster mode (through the Redis adapter's `serverSideEmit`). */
+export interface ServerSideEvents {
+  /** Addresses held by the sending node, to announce to every peer here. */
+  'rendezvous:announce': (addresses: unknown) => void
+  /** The sending node is leaving the cluster. */
+  'rendezvous:gone': (node: unknown) => void
+}
+
 /** The Socket.IO server and sockets, typed by the maps above. */
-export type RendezvousServer = Server<ClientToServerEvents, ServerToClientEvents>
-export type PeerSocket = Socket<ClientToServerEvents, ServerToClientEvents>
+export type RendezvousServer = Server<ClientToServerEvents, ServerToClientEvents, ServerSideEvents>
+export type PeerSocket = Socket<ClientToServerEvents, ServerToClientEvents, ServerSideEvents>

@@ -12,12 +12,19 @@
  * Memory is bounded by backpressure: when the bytes waiting for a receiver
  * pass the high-water mark, the server stops reading from the senders that
  * feed it until the receiver drains below the low-water mark.
+ *
+ * In cluster mode the listener may be on another node: the dial stays with
+ * the dialer's node, which sees the listener through a `RemoteEndpoint`
+ * (remote.ts), and the listener's node relays its peer's side of the streams
+ * as a proxy (the "Listener's node" part below).
  */
 import debug from 'debug'
+import type { NodeMessage } from './cluster.js'
 import { Flow } from './flow.js'
 import type { Metrics } from './metrics.js'
 import { ERRORS, EVENTS, STREAM_EVENT_PREFIX, type Ack, type DialRequest, type PeerSocket, type StreamEventName } from './protocol.js'
 import type { Registry } from './registry.js'
+import { MESSAGES, RemoteEndpoint, remoteKey, type NodeLink } from './remote.js'
 
 const log = debug('rendezvous:relay')
 
@@ -34,6 +41,26 @@ export interface RelayConfig {
 
 /** What ends a stream: `true` for a clean end, or an error message. */
 type End = true | string
+
+/** One side of relayed streams: a local connection's `Flow`, or a `RemoteEndpoint`. */
+export interface Endpoint {
+  readonly id: string
+  /** Bytes written and not yet taken by the peer. */
+  readonly backlog: number
+  readonly isPaused: boolean
+  emit: (event: StreamEventName, ...args: Array<true | string>) => void
+  write: (event: StreamEventName, chunk: Buffer) => void
+  pause: () => void
+  resume: () => void
+  close: () => void
+}
+
+/** Where to find a holder the local registry does not know (cluster mode). */
+export interface Locator extends NodeLink {
+  locate: (address: string) => Promise<{ node: string, connection: string } | undefined>
+  /** Watch that node: its death must end what is shared with it. */
+  watch: (node: string) => void
+}
 
 interface Stream {
   name: string
@@ -66,8 +93,10 @@ interface Dial {
 
 /** Relay state of one connection. */
 interface Link {
-  socket: PeerSocket
-  flow: Flow
+  key: string
+  flow: Endpoint
+  /** Set when the connection is on another node. */
+  remote: RemoteEndpoint | undefined
   /** Streams this connection sends on, by name. */
   sending: Map<string, Stream>
   /** Streams this connection receives, by name. */
@@ -77,6 +106,34 @@ interface Link {
   blockedBy: number
   /** Streams into this connection whose sender waits for it to drain. */
   waiting: Set<Stream>
+  /** Dials to this (local) connection made on other nodes, by node. */
+  origins: Map<string, Origin>
+  /** Their stream names, with the node each belongs to. */
+  proxied: Map<string, Proxied>
+}
+
+/** The dials one other node made to a local connection (the listener's node's view). */
+interface Origin {
+  node: string
+  link: Link
+  dials: Map<string, Proxied>
+  /** Bytes forwarded to that node, and acknowledged by it. */
+  forwarded: number
+  received: number
+  /** Bytes it wrote to the connection, and reported as delivered. */
+  written: number
+  reported: number
+  reporting: NodeJS.Immediate | undefined
+  /** The connection is paused: too much unacknowledged, or the node asked. */
+  blocking: boolean
+  pausedByNode: boolean
+}
+
+interface Proxied {
+  origin: Origin
+  dial: string
+  /** The address the dial went to, held by the local connection. */
+  to: string
 }
 
 function streamEvent (type: 'accept' | 'queue' | 'error', name: string): StreamEventName {
@@ -101,10 +158,15 @@ export class Relay {
   /** Called each time the last open stream closes. */
   onIdle: () => void = () => {}
 
+  /** Set in cluster mode. */
+  cluster: Locator | undefined
+
   constructor (
     private readonly config: RelayConfig,
     private readonly registry: Registry<PeerSocket>,
-    private readonly metrics: Metrics
+    private readonly metrics: Metrics,
+    /** A local connection by id (for dials from other nodes). */
+    private readonly connection: (id: string) => PeerSocket | undefined = () => undefined
   ) {}
 
   /** Relayed streams open now. */
@@ -129,7 +191,7 @@ export class Relay {
     return n
   }
 
-  dial (socket: PeerSocket, request: DialRequest): void {
+  async dial (socket: PeerSocket, request: DialRequest): Promise<void> {
     const startedAt = process.hrtime.bigint()
     const { from, to, dialId, ack } = request
     this.metrics.dialAttempt()
@@ -140,11 +202,19 @@ export class Relay {
     }
     if (this.draining) return fail(ERRORS.SHUTTING_DOWN)
     if (!this.registry.holds(socket, from)) return fail(ERRORS.NOT_AUTHORIZED)
-    const target = this.registry.holderOf(to)
+    let target: PeerSocket | { node: string, connection: string } | undefined = this.registry.holderOf(to)
+    if (target === undefined && this.cluster !== undefined) {
+      target = await this.cluster.locate(to).catch(() => undefined)
+      // while the registry was asked, the dialer may have gone or left
+      if (!socket.connected) return
+      if (!this.registry.holds(socket, from)) return fail(ERRORS.NOT_AUTHORIZED)
+      // held here after all: the local registry knows better than a stale entry
+      if (target?.node === this.cluster.node) target = this.registry.holderOf(to)
+    }
     if (target === undefined) return fail(ERRORS.PEER_NOT_FOUND)
 
     const dialer = this.link(socket)
-    const listener = this.link(target)
+    const listener = 'node' in target ? this.remoteLink(target.node, target.connection) : this.link(target)
     const forward = `${dialId}.dialer`
     const back = `${dialId}.listener`
     // a name in use on either connection, in either role, would be ambiguous to that client
@@ -166,16 +236,20 @@ export class Relay {
     dialer.dials.add(dial)
     listener.dials.add(dial)
     dial.timer = setTimeout(() => { this.timedOut(dial) }, this.config.dialTimeoutMS)
-    log('[%s] dial %s from %s to %s [%s]', socket.id, dialId, from, to, target.id)
+    log('[%s] dial %s from %s to %s [%s]', socket.id, dialId, from, to, listener.key)
 
     // the server is the receiver of the dialer's stream: accept it now and
     // hold what comes until the listener accepts
     this.open(dial, forward, dialer, listener)
-    socket.emit(streamEvent('accept', forward))
+    dialer.flow.emit(streamEvent('accept', forward))
+    if (listener.remote !== undefined) {
+      if (!listener.remote.incoming(dialId, from, to, this.config.dialTimeoutMS)) this.teardown(dial, true)
+      return
+    }
     // Socket.IO keeps an ack until it is answered: without a timeout, a
     // listener that never answers would keep every such dial, and through it
     // the dialer's connection, for as long as it stays connected
-    target.timeout(this.config.dialTimeoutMS).emit(EVENTS.INCOMING, dialId, from, (err: Error | null, ...answer: unknown[]) => {
+    ;(target as PeerSocket).timeout(this.config.dialTimeoutMS).emit(EVENTS.INCOMING, dialId, from, (err: Error | null, ...answer: unknown[]) => {
       if (err === null) this.answered(dial, answer[0])
     })
   }
@@ -184,17 +258,23 @@ export class Relay {
   onStreamEvent (socket: PeerSocket, event: string, args: unknown[]): void {
     const rest = event.slice(STREAM_EVENT_PREFIX.length)
     const dot = rest.indexOf('.')
+    const link = this.links.get(socket.id)
+    if (dot < 0 || link === undefined) return this.ignored(socket.id, event)
     const type = rest.slice(0, dot)
     const name = rest.slice(dot + 1)
-    const link = this.links.get(socket.id)
-    if (dot < 0 || link === undefined) return this.ignored(socket, event)
+    const proxied = link.proxied.get(name)
+    if (proxied !== undefined) return this.forward(proxied, type, name, args[0])
+    this.streamEvent(link, type, name, args[0])
+  }
+
+  private streamEvent (link: Link, type: string, name: string, value: unknown): void {
     switch (type) {
       case 'queue': {
         const stream = link.sending.get(name)
-        if (stream === undefined || stream.end !== undefined) return this.ignored(socket, event)
-        const chunk = chunkOf(args[0])
+        if (stream === undefined || stream.end !== undefined) return this.ignored(link.key, type, name)
+        const chunk = chunkOf(value)
         if (chunk === undefined) {
-          log('[%s] stream %s: chunk is not binary, ending it', socket.id, name)
+          log('[%s] stream %s: chunk is not binary, ending it', link.key, name)
           this.finish(stream, ERRORS.INVALID_CHUNK)
           return
         }
@@ -203,19 +283,18 @@ export class Relay {
       }
       case 'error': {
         const stream = link.sending.get(name)
-        if (stream === undefined || stream.end !== undefined) return this.ignored(socket, event)
-        const value = args[0]
+        if (stream === undefined || stream.end !== undefined) return this.ignored(link.key, type, name)
         this.finish(stream, value === true ? true : typeof value === 'string' && value !== '' ? value.slice(0, 1024) : ERRORS.STREAM_ERROR)
         return
       }
       case 'accept': {
         const stream = link.receiving.get(name)
-        if (stream === undefined || stream.accepted) return this.ignored(socket, event)
+        if (stream === undefined || stream.accepted) return this.ignored(link.key, type, name)
         this.accepted(stream)
         return
       }
       default:
-        this.ignored(socket, event)
+        this.ignored(link.key, type, name)
     }
   }
 
@@ -229,48 +308,94 @@ export class Relay {
         this.teardown(dial, true)
       }
     }
+    for (const origin of [...link.origins.values()]) {
+      for (const proxied of [...origin.dials.values()]) {
+        if (proxied.to === address) this.unproxy(proxied, true, true)
+      }
+    }
   }
 
   /** The connection is gone: end every stream that touches it. */
   connectionClosed (socket: PeerSocket): void {
     const link = this.links.get(socket.id)
     if (link === undefined) return
-    for (const dial of [...link.dials]) this.teardown(dial, true, link)
-    link.flow.close()
-    this.links.delete(socket.id)
+    this.unlink(link)
+  }
+
+  /** A node is gone, or out of reach: end every stream shared with it. */
+  nodeGone (node: string): void {
+    for (const link of [...this.links.values()]) {
+      if (link.remote?.node === node) this.unlink(link)
+      const origin = link.origins.get(node)
+      if (origin !== undefined) {
+        for (const proxied of [...origin.dials.values()]) this.unproxy(proxied, true, false)
+      }
+    }
   }
 
   /** Ends every stream, telling both sides (they are still connected), and frees everything. */
   stop (): void {
     for (const link of [...this.links.values()]) {
       for (const dial of [...link.dials]) this.teardown(dial, true)
+      for (const origin of [...link.origins.values()]) {
+        for (const proxied of [...origin.dials.values()]) this.unproxy(proxied, true, true)
+      }
       link.flow.close()
-      this.links.delete(link.socket.id)
+      this.links.delete(link.key)
     }
   }
 
-  private link (socket: PeerSocket): Link {
-    let link = this.links.get(socket.id)
-    if (link === undefined) {
-      const created: Link = {
-        socket,
-        flow: new Flow(socket, () => { this.drained(created) }),
-        sending: new Map(),
-        receiving: new Map(),
-        dials: new Set(),
-        blockedBy: 0,
-        waiting: new Set()
-      }
-      link = created
-      this.links.set(socket.id, link)
+  /** Ends every stream of a link whose peer is gone, and frees it. */
+  private unlink (link: Link): void {
+    for (const dial of [...link.dials]) this.teardown(dial, true, link)
+    for (const origin of [...link.origins.values()]) {
+      for (const proxied of [...origin.dials.values()]) this.unproxy(proxied, false, true)
     }
+    link.flow.close()
+    this.links.delete(link.key)
+  }
+
+  private link (socket: PeerSocket): Link {
+    return this.links.get(socket.id) ?? this.addLink(socket.id, (drained) => new Flow(socket, drained), undefined)
+  }
+
+  private remoteLink (node: string, connection: string): Link {
+    const key = remoteKey(node, connection)
+    const existing = this.links.get(key)
+    if (existing !== undefined) return existing
+    const cluster = this.cluster as Locator
+    cluster.watch(node)
+    let remote: RemoteEndpoint | undefined
+    const link = this.addLink(key, (drained) => {
+      remote = new RemoteEndpoint(cluster, node, connection, drained)
+      return remote
+    }, undefined)
+    link.remote = remote
+    return link
+  }
+
+  private addLink (key: string, endpoint: (drained: () => void) => Endpoint, remote: RemoteEndpoint | undefined): Link {
+    const link: Link = {
+      key,
+      flow: undefined as unknown as Endpoint,
+      remote,
+      sending: new Map(),
+      receiving: new Map(),
+      dials: new Set(),
+      blockedBy: 0,
+      waiting: new Set(),
+      origins: new Map(),
+      proxied: new Map()
+    }
+    link.flow = endpoint(() => { this.drained(link) })
+    this.links.set(key, link)
     return link
   }
 
   private unlinkIfIdle (link: Link): void {
-    if (link.dials.size > 0) return
+    if (link.dials.size > 0 || link.origins.size > 0) return
     link.flow.close()
-    this.links.delete(link.socket.id)
+    this.links.delete(link.key)
   }
 
   private open (dial: Dial, name: string, sender: Link, receiver: Link): Stream {
@@ -294,7 +419,7 @@ export class Relay {
       return
     }
     const back = this.open(dial, `${dial.id}.listener`, dial.listener, dial.dialer)
-    dial.listener.socket.emit(streamEvent('accept', back.name))
+    dial.listener.flow.emit(streamEvent('accept', back.name))
     this.metrics.dialAnswered(true, dial.startedAt)
     log('dial %s answered', dial.id)
     // the old server answered with no arguments at all
@@ -372,7 +497,7 @@ export class Relay {
   }
 
   private deliverEnd (stream: Stream): void {
-    stream.receiver.socket.emit(streamEvent('error', stream.name), stream.end)
+    stream.receiver.flow.emit(streamEvent('error', stream.name), stream.end as End)
     this.close(stream)
     const dial = stream.dial
     if (dial.answered && dial.streams.length === 0) this.forgetDial(dial)
@@ -385,14 +510,16 @@ export class Relay {
     stream.blocking = true
     stream.receiver.waiting.add(stream)
     if (stream.sender.blockedBy++ === 0) {
-      log('[%s] paused: [%s] is %d bytes behind', stream.sender.socket.id, stream.receiver.socket.id, queued)
+      log('[%s] paused: [%s] is %d bytes behind', stream.sender.key, stream.receiver.key, queued)
       stream.sender.flow.pause()
     }
   }
 
   /** Output to `link` may have drained: let the senders it held back go on. */
   private drained (link: Link): void {
-    if (link.waiting.size === 0 || link.flow.backlog > this.config.relayLowWaterBytes) return
+    if (link.flow.backlog > this.config.relayLowWaterBytes) return
+    for (const origin of link.origins.values()) this.reportDelivered(origin)
+    if (link.waiting.size === 0) return
     for (const stream of [...link.waiting]) {
       if (stream.accepted) this.unblock(stream)
     }
@@ -403,7 +530,7 @@ export class Relay {
     stream.blocking = false
     stream.receiver.waiting.delete(stream)
     if (--stream.sender.blockedBy === 0) {
-      log('[%s] resumed', stream.sender.socket.id)
+      log('[%s] resumed', stream.sender.key)
       stream.sender.flow.resume()
     }
   }
@@ -435,7 +562,7 @@ export class Relay {
     }
     for (const stream of [...dial.streams]) {
       for (const side of [stream.receiver, stream.sender]) {
-        if (side !== gone) side.socket.emit(streamEvent('error', stream.name), end)
+        if (side !== gone) side.flow.emit(streamEvent('error', stream.name), end)
       }
       this.close(stream)
     }
@@ -447,13 +574,210 @@ export class Relay {
     dial.timer = undefined
     if (!dial.dialer.dials.delete(dial)) return
     dial.listener.dials.delete(dial)
+    dial.listener.remote?.end(dial.id)
     this.dialCount--
     log('dial %s over', dial.id)
     this.unlinkIfIdle(dial.dialer)
     this.unlinkIfIdle(dial.listener)
   }
 
-  private ignored (socket: PeerSocket, event: string): void {
-    log('[%s] ignored %s: no such stream on this connection in that role', socket.id, event.slice(0, 200))
+  private ignored (connection: string, event: string, name = ''): void {
+    log('[%s] ignored %s%s: no such stream on this connection in that role', connection, event.slice(0, 200), name === '' ? '' : ` ${name.slice(0, 200)}`)
+  }
+
+  // -- Listener's node: dials made on other nodes to a local connection -----
+
+  /** A message from another node's relay. */
+  onNodeMessage (from: string, { header, payload }: NodeMessage): void {
+    const sid = typeof header.sid === 'string' ? header.sid : ''
+    const dial = typeof header.dial === 'string' ? header.dial : ''
+    switch (header.t) {
+      // the dialer's node speaks to the listener's
+      case MESSAGES.INCOMING: return this.incoming(from, sid, dial, header)
+      case MESSAGES.EMIT: {
+        const link = this.links.get(sid)
+        const event = header.event
+        if (link === undefined || link.remote !== undefined || typeof event !== 'string' || !link.origins.has(from)) return
+        const value = header.value
+        if (value === true || typeof value === 'string') link.flow.emit(event as StreamEventName, value)
+        else link.flow.emit(event as StreamEventName)
+        return
+      }
+      case MESSAGES.WRITE: {
+        const link = this.links.get(sid)
+        const origin = link?.origins.get(from)
+        if (link === undefined || origin === undefined || typeof header.event !== 'string' || payload === undefined) return
+        link.flow.write(header.event as StreamEventName, payload)
+        origin.written += payload.length
+        this.bytesRelayed += payload.length
+        this.metrics.relayed(payload.length)
+        if (link.flow.backlog <= this.config.relayLowWaterBytes) this.reportDelivered(origin)
+        return
+      }
+      case MESSAGES.RECEIVED: {
+        const origin = this.links.get(sid)?.origins.get(from)
+        if (origin === undefined || typeof header.bytes !== 'number' || header.bytes > origin.forwarded) return
+        origin.received = Math.max(origin.received, header.bytes)
+        if (origin.blocking && origin.forwarded - origin.received <= this.config.relayLowWaterBytes) {
+          origin.blocking = false
+          this.resumeFor(origin.link)
+        }
+        return
+      }
+      case MESSAGES.PAUSE:
+      case MESSAGES.RESUME: {
+        const origin = this.links.get(sid)?.origins.get(from)
+        if (origin === undefined) return
+        const pause = header.t === MESSAGES.PAUSE
+        if (pause === origin.pausedByNode) return
+        origin.pausedByNode = pause
+        if (pause) this.pauseFor(origin.link)
+        else this.resumeFor(origin.link)
+        return
+      }
+      case MESSAGES.END: {
+        const proxied = this.links.get(sid)?.origins.get(from)?.dials.get(dial)
+        if (proxied !== undefined) this.unproxy(proxied, false, false)
+        return
+      }
+      // the listener's node speaks to the dialer's
+      case MESSAGES.ANSWER: {
+        const found = this.remoteDial(from, sid, dial)
+        if (found !== undefined) this.answered(found, header.error)
+        return
+      }
+      case MESSAGES.EVENT: {
+        const link = this.links.get(remoteKey(from, sid))
+        if (link === undefined || typeof header.type !== 'string' || typeof header.name !== 'string') return
+        if (payload !== undefined) link.remote?.onReceived(payload.length)
+        this.streamEvent(link, header.type, header.name, payload ?? header.value)
+        return
+      }
+      case MESSAGES.DELIVERED: {
+        const link = this.links.get(remoteKey(from, sid))
+        if (typeof header.bytes === 'number') link?.remote?.onDelivered(header.bytes)
+        return
+      }
+      case MESSAGES.CLOSED: {
+        const link = this.links.get(remoteKey(from, sid))
+        if (link === undefined) return
+        const found = this.remoteDial(from, sid, dial)
+        if (found !== undefined) this.teardown(found, true, link)
+      }
+    }
+  }
+
+  private remoteDial (node: string, sid: string, id: string): Dial | undefined {
+    const link = this.links.get(remoteKey(node, sid))
+    if (link === undefined) return undefined
+    for (const dial of link.dials) if (dial.id === id && dial.listener === link) return dial
+    return undefined
+  }
+
+  /** Another node's peer dials a local connection. */
+  private incoming (from: string, sid: string, dialId: string, header: NodeMessage['header']): void {
+    const fromAddress = header.from
+    const to = header.to
+    const timeout = typeof header.timeout === 'number' && header.timeout > 0 ? header.timeout : this.config.dialTimeoutMS
+    const answer = (error: unknown): void => {
+      this.cluster?.send(from, { header: { t: MESSAGES.ANSWER, sid, dial: dialId, error: error ?? null } })
+    }
+    const socket = this.connection(sid)
+    if (typeof fromAddress !== 'string' || typeof to !== 'string' || dialId === '') return
+    if (socket === undefined || !this.registry.holds(socket, to)) return answer(ERRORS.PEER_NOT_FOUND)
+    if (this.draining) return answer(ERRORS.SHUTTING_DOWN)
+    const link = this.link(socket)
+    const names = [`${dialId}.dialer`, `${dialId}.listener`]
+    if (names.some((name) => link.sending.has(name) || link.receiving.has(name) || link.proxied.has(name))) {
+      this.unlinkIfIdle(link)
+      return answer(ERRORS.DIAL_ID_IN_USE)
+    }
+    if (link.sending.size + link.receiving.size + link.proxied.size + 2 > this.config.maxStreamsPerConnection) {
+      this.unlinkIfIdle(link)
+      return answer(ERRORS.TOO_MANY_STREAMS)
+    }
+    let origin = link.origins.get(from)
+    if (origin === undefined) {
+      origin = { node: from, link, dials: new Map(), forwarded: 0, received: 0, written: 0, reported: 0, reporting: undefined, blocking: false, pausedByNode: false }
+      link.origins.set(from, origin)
+      this.cluster?.watch(from)
+    }
+    const proxied: Proxied = { origin, dial: dialId, to }
+    origin.dials.set(dialId, proxied)
+    for (const name of names) link.proxied.set(name, proxied)
+    log('[%s] dial %s from %s, made on node %s', sid, dialId, fromAddress, from)
+    socket.timeout(timeout).emit(EVENTS.INCOMING, dialId, fromAddress, (err: Error | null, ...reply: unknown[]) => {
+      // no answer in time: the dialer's node has timed the dial out itself
+      if (err === null && origin.dials.get(dialId) === proxied) answer(reply[0])
+    })
+  }
+
+  /** A stream event from a local connection on a dial made elsewhere: on to the dialer's node. */
+  private forward (proxied: Proxied, type: string, name: string, value: unknown): void {
+    const { origin } = proxied
+    const sid = origin.link.key
+    // the listener accepts the dialer's stream, and sends on its own
+    const allowed = type === 'accept' ? name.endsWith('.dialer') : (type === 'queue' || type === 'error') && name.endsWith('.listener')
+    if (!allowed) return this.ignored(sid, type, name)
+    if (type === 'queue') {
+      const chunk = chunkOf(value)
+      if (chunk === undefined) {
+        this.cluster?.send(origin.node, { header: { t: MESSAGES.EVENT, sid, dial: proxied.dial, type: 'error', name, value: ERRORS.INVALID_CHUNK } })
+        return
+      }
+      origin.forwarded += chunk.length
+      this.cluster?.send(origin.node, { header: { t: MESSAGES.EVENT, sid, dial: proxied.dial, type, name }, payload: chunk })
+      // the path to that node backs up: stop reading until it catches up
+      if (!origin.blocking && origin.forwarded - origin.received > this.config.relayHighWaterBytes) {
+        origin.blocking = true
+        this.pauseFor(origin.link)
+      }
+      return
+    }
+    const end = type === 'error' ? (value === true || (typeof value === 'string' && value !== '') ? value : ERRORS.STREAM_ERROR) : null
+    this.cluster?.send(origin.node, { header: { t: MESSAGES.EVENT, sid, dial: proxied.dial, type, name, value: end } })
+  }
+
+  /** Reports to the dialer's node what reached the local connection, once per turn of the event loop. */
+  private reportDelivered (origin: Origin): void {
+    origin.reporting ??= setImmediate(() => {
+      origin.reporting = undefined
+      if (origin.written === origin.reported || origin.link.flow.backlog > this.config.relayLowWaterBytes) return
+      origin.reported = origin.written
+      this.cluster?.send(origin.node, { header: { t: MESSAGES.DELIVERED, sid: origin.link.key, bytes: origin.written } })
+    })
+  }
+
+  private pauseFor (link: Link): void {
+    if (link.blockedBy++ === 0) link.flow.pause()
+  }
+
+  private resumeFor (link: Link): void {
+    if (--link.blockedBy === 0) link.flow.resume()
+  }
+
+  /**
+   * Forgets a dial made on another node. `tellPeer`: the local connection is
+   * still there and hears its streams end; `tellNode`: the dialer's node is
+   * still there and hears that the dial is over.
+   */
+  private unproxy (proxied: Proxied, tellPeer: boolean, tellNode: boolean): void {
+    const { origin, dial } = proxied
+    if (origin.dials.get(dial) !== proxied) return
+    origin.dials.delete(dial)
+    const link = origin.link
+    for (const name of [`${dial}.dialer`, `${dial}.listener`]) {
+      if (link.proxied.get(name) !== proxied) continue
+      link.proxied.delete(name)
+      if (tellPeer) link.flow.emit(streamEvent('error', name), true)
+    }
+    if (tellNode) this.cluster?.send(origin.node, { header: { t: MESSAGES.CLOSED, sid: link.key, dial } })
+    if (origin.dials.size === 0) {
+      if (origin.reporting !== undefined) clearImmediate(origin.reporting)
+      if (origin.blocking) this.resumeFor(link)
+      if (origin.pausedByNode) this.resumeFor(link)
+      link.origins.delete(origin.node)
+      this.unlinkIfIdle(link)
+    }
   }
 }

@@ -102,11 +102,11 @@ export function wireSockets (io: RendezvousServer, { joins, relay, limits, metri
       joins.leave(socket, address)
     }))
 
-    socket.on(EVENTS.DIAL, guarded(socket, EVENTS.DIAL, (args) => {
+    socket.on(EVENTS.DIAL, guarded(socket, EVENTS.DIAL, async (args) => {
       const request = parseDial(args)
       if (isRejected(request)) return refuse(socket, EVENTS.DIAL, request.ack, ERRORS.INVALID_REQUEST)
       if (!limits.allowDial(socket)) return refuse(socket, EVENTS.DIAL, request.ack, ERRORS.RATE_LIMITED)
-      relay.dial(socket, request)
+      await relay.dial(socket, request)
     }))
 
     // one listener for every relayed stream of this connection: the relay

@@ -1260,7 +1260,7 @@ describe('errors in handlers', () => {
     const dial = relay.dial.bind(relay)
     relay.dial = (socket, request) => {
       if (request.dialId === 'boom') throw new Error('dial blew up')
-      dial(socket, request)
+      return dial(socket, request)
     }
     const onStreamEvent = relay.onStreamEvent.bind(relay)
     relay.onStreamEvent = (socket, event, args) => {
