@@ -210,7 +210,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   /** Nodes seen alive at the last check, this one included. */
   get nodes (): number {
-    return this.alive.size + (this.connected ? 1 : 0)
+    return this.alive.size + 1
   }
 
   /** Connections hearing announcements on the other nodes, as they last said. */
