@@ -45,6 +45,17 @@ export const JOINED_ROOM = 'joined'
 export const DISCOVERY_TICK_MAX_MS = 100
 /** ...and at least this long apart, for very short refresh intervals. */
 export const DISCOVERY_TICK_MIN_MS = 5
+/**
+ * New joins wait this long at least before they are announced, so that joins
+ * arriving together go out in one batch...
+ */
+export const DISCOVERY_FRESH_DELAY_MIN_MS = 2
+/**
+ * ...and this much longer per listening connection (up to one tick), since
+ * each batch costs one write per listener: 1,000 listeners wait 50 ms, so
+ * those writes stay a small share of a core however fast peers join.
+ */
+export const DISCOVERY_FRESH_DELAY_PER_LISTENER_MS = 0.05
 
 /** How long a dial waits for the listener's answer and for both streams to be accepted. */
 export const DIAL_TIMEOUT_MS = 30 * second

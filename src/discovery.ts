@@ -3,8 +3,11 @@
  * joined connection at once, then again every refresh interval while it stays
  * joined.
  *
- * One scheduler serves all addresses. New joins are announced on the next
- * turn of the event loop, many joins in one batch. Refreshes come from a
+ * One scheduler serves all addresses. New joins are announced within a few
+ * milliseconds, many joins in one batch: a batch costs one write per
+ * listening connection whatever its size, so the wait grows with the number
+ * of listeners (FRESH_DELAY_PER_LISTENER_MS) to keep those writes from
+ * eating the CPU while peers join fast. Refreshes come from a
  * round-robin list: every tick (at most 100 ms apart) announces the slice that
  * is due, so a round is spread evenly over the interval instead of bursting.
  * Each tick's announcements go out as one batch (see fanout.ts).
@@ -19,7 +22,7 @@
  * peers and, through `elsewhere`, to the other nodes, which deliver them to
  * theirs (`deliver`). The budget then counts the listeners of every node.
  */
-import { DISCOVERY_TICK_MAX_MS, DISCOVERY_TICK_MIN_MS, JOINED_ROOM } from './constants.js'
+import { DISCOVERY_FRESH_DELAY_MIN_MS, DISCOVERY_FRESH_DELAY_PER_LISTENER_MS, DISCOVERY_TICK_MAX_MS, DISCOVERY_TICK_MIN_MS, JOINED_ROOM } from './constants.js'
 import type { Announcement, Fanout } from './fanout.js'
 import type { PeerSocket, RendezvousServer } from './protocol.js'
 
@@ -46,8 +49,9 @@ export class Discovery {
   /** Deliveries the budget allows now; negative while new joins are repaid. */
   private tokens = 0
   private lastTick = 0
+  /** The next tick, and when it is due. */
   private timer: NodeJS.Timeout | undefined
-  private immediate: NodeJS.Immediate | undefined
+  private dueAt = 0
   /** New joins to announce, oldest first, from `freshHead` on. */
   private fresh: Entry[] = []
   private freshHead = 0
@@ -101,12 +105,9 @@ export class Discovery {
       this.lastTick = Date.now()
       this.credit = 0
       this.tokens = this.burst()
-      this.timer = setInterval(() => { this.tick() }, this.tickMs)
     }
-    this.immediate ??= setImmediate(() => {
-      this.immediate = undefined
-      this.tick()
-    })
+    // the new join rides on the next tick, brought forward if need be
+    this.schedule(Math.min(this.tickMs, Math.max(DISCOVERY_FRESH_DELAY_MIN_MS, this.listeners * DISCOVERY_FRESH_DELAY_PER_LISTENER_MS)))
   }
 
   /** Stops announcing `address`. */
@@ -153,6 +154,21 @@ export class Discovery {
 
   private burst (): number {
     return this.config.maxAnnouncementsPerSecond * BUDGET_BURST_SECONDS
+  }
+
+  /** Makes sure a tick comes within `delayMs`: one timer, moved earlier when asked. */
+  private schedule (delayMs: number): void {
+    const at = Date.now() + delayMs
+    if (this.timer !== undefined) {
+      if (this.dueAt <= at) return
+      clearTimeout(this.timer)
+    }
+    this.dueAt = at
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      this.tick()
+      if (this.entries.length > 0) this.schedule(this.tickMs)
+    }, delayMs)
   }
 
   private tick (): void {
@@ -215,9 +231,7 @@ export class Discovery {
   }
 
   private stopTimers (): void {
-    if (this.timer !== undefined) clearInterval(this.timer)
-    if (this.immediate !== undefined) clearImmediate(this.immediate)
+    if (this.timer !== undefined) clearTimeout(this.timer)
     this.timer = undefined
-    this.immediate = undefined
   }
 }

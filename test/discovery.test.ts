@@ -52,9 +52,9 @@ describe('discovery at scale', () => {
     const server = await startServer({ cryptoChallenge: false, metrics: true, refreshPeerListIntervalMS: 100, maxAnnouncementsPerSecond: budget })
     const peers = await joinAll(server.url, 8)
     try {
-      await until(() => server.stats().refreshIntervalMS > 100, 'the interval stretches')
       // 8 × 7 deliveries per round at 100 per second: a round every 560 ms
-      assert.ok(Math.abs(server.stats().refreshIntervalMS - 560) < 1, `effective interval ${server.stats().refreshIntervalMS} ms`)
+      // (the figure of the first tick after the last join: new joins wait a few ms to be batched)
+      await until(() => Math.abs(server.stats().refreshIntervalMS - 560) < 1, `the interval stretches to 560 ms (now ${server.stats().refreshIntervalMS} ms)`)
       const m = await scrape(server.url)
       assert.ok(Math.abs(sample(m, 'rendezvous_discovery_refresh_interval_seconds') - 0.56) < 0.001)
 
