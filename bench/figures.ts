@@ -49,8 +49,9 @@ function ratio (row: Row): string {
   return Number.isFinite(r) ? `${r.toFixed(2)}×` : r === Infinity ? '∞' : '-'
 }
 
-export function table (rows: Row[]): string {
-  const header = ['scenario', 'figure', 'this server', 'old 0.4.1', 'better by']
+/** The table; `columns` name the `new` and `old` columns. */
+export function table (rows: Row[], columns: [string, string] = ['this server', 'old 0.4.1']): string {
+  const header = ['scenario', 'figure', ...columns, 'better by']
   const lines = rows.map((row) => [row.scenario, `${row.label} (${row.unit === '' ? '' : `${row.unit}, `}${row.better} is better)`, format(row.new, row.newError, row.newNote), format(row.old, row.oldError, row.oldNote), ratio(row)])
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? '').length)))
   const render = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' | ')} |`

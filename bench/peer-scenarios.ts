@@ -64,16 +64,16 @@ async function setUp (target: Target, context: ScenarioContext): Promise<{ fleet
 }
 
 /** (a) N peers join, then (b) the discovery storm on them for STORM_SECONDS. */
-export async function joinThenStorm (target: Target, context: ScenarioContext, n: number, joinLimitMs: number): Promise<Measured> {
+export async function joinThenStorm (target: Target, context: ScenarioContext, n: number, joinLimitMs: number, stormSeconds = STORM_SECONDS): Promise<Measured> {
   const { fleet, stopProber } = await setUp(target, context)
   const joinGroup = `(a) join ${count(n)} peers`
-  const stormGroup = `(b) storm, ${count(n)} peers, ${STORM_SECONDS} s`
+  const stormGroup = `(b) storm, ${count(n)} peers, ${stormSeconds} s`
   const joinStart = Date.now()
   const join = await joinPeers(target, fleet, n, plainJoin, joinLimitMs, `join ${count(n)}`)
   const joinEnd = Date.now()
   const announcedWhileJoining = fleet.peerMessages
   if (!target.alive()) throw new Error('server died while peers joined')
-  const storm = await discoveryStorm(target, fleet, n, STORM_SECONDS, `storm ${count(n)}`)
+  const storm = await discoveryStorm(target, fleet, n, stormSeconds, `storm ${count(n)}`)
   const probes = await stopProber()
   const rttJoin = roundTrips(probes, joinStart, joinEnd)
   const rttStorm = roundTrips(probes, storm.fromMs, storm.toMs)

@@ -4,10 +4,14 @@
  * process measured from outside; prints one table and writes a JSON file.
  *
  *   npm run bench -- --only=relay     run only the scenarios whose name contains "relay"
+ *
+ * Then the cluster comparison: this server in one process against
+ * `--workers=2` clustered over a real Redis, in a second table.
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, totalmem } from 'node:os'
 import type { Identity } from '../test/helpers/keys.js'
+import { redisAvailable, startRedis } from '../test/helpers/redis.js'
 import { table, type Figure, type Row, type ScenarioContext } from './figures.js'
 import { settleMachine, watchOthers } from './machine.js'
 import { cryptoJoins, joinThenIdle, joinThenStorm, makeIdentities, STORM_SECONDS, type Measured } from './peer-scenarios.js'
@@ -99,8 +103,7 @@ const OTHERS_TOLERATED_CORES = 0.2
 const QUIET_PATIENCE_MS = 30 * second
 const disturbed: string[] = []
 
-async function runOn (name: TargetName, scenario: Scenario): Promise<Measured | Error> {
-  const who = name === 'new' ? 'this server' : 'old server 0.4.1'
+async function runOn (name: TargetName, scenario: Scenario, who = name === 'new' ? 'this server' : 'old server 0.4.1'): Promise<Measured | Error> {
   progress(`${scenario.name}: ${who}`)
   const cleanups: Array<() => void | Promise<void>> = []
   let target: Target | undefined
@@ -158,6 +161,37 @@ function rowsOf (scenario: Scenario, results: Record<TargetName, Measured | Erro
   })
 }
 
+/**
+ * The cluster scenario: enough peers that one process's announcement budget
+ * (600,000 a second) cannot meet the demand (3,000 × 2,999 / 10 s ≈ 900,000),
+ * joined and stormed on one process, then on two workers sharing the port.
+ */
+const CLUSTER = { peers: 3000, joinLimitMs: 90 * second, stormSeconds: 15 }
+const CLUSTER_SCENARIO = 'cluster: 1 process vs --workers=2'
+
+async function clusterComparison (): Promise<{ rows: Row[], raw: Record<string, unknown> } | undefined> {
+  if (!redisAvailable()) {
+    progress(`${CLUSTER_SCENARIO}: skipped, redis-server is not installed`)
+    return undefined
+  }
+  const scenario: Scenario = {
+    name: CLUSTER_SCENARIO,
+    limitMs: CLUSTER.joinLimitMs + CLUSTER.stormSeconds * second + 60 * second,
+    run: async (target, context) => await joinThenStorm(target, context, CLUSTER.peers, CLUSTER.joinLimitMs, CLUSTER.stormSeconds)
+  }
+  const one = await runOn('new', scenario, '1 process')
+  const redis = await startRedis()
+  let two: Measured | Error
+  try {
+    two = await runOn('new', { ...scenario, options: { args: ['--workers=2', `--redis=${redis.url}`] } }, '2 workers over Redis')
+  } finally {
+    await redis.stop()
+  }
+  const rows = rowsOf(scenario, { new: two, old: one }).map((row) => ({ ...row, scenario: `cluster ${row.scenario}` }))
+  const rawOf = (r: Measured | Error): unknown => r instanceof Error ? { error: r.message } : r.raw
+  return { rows, raw: { oneProcess: rawOf(one), twoWorkers: rawOf(two) } }
+}
+
 async function main (): Promise<void> {
   const began = Date.now()
   const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length)
@@ -175,13 +209,17 @@ async function main (): Promise<void> {
     const rawOf = (r: Measured | Error): unknown => r instanceof Error ? { error: r.message } : r.raw
     raw[scenario.name] = { new: rawOf(results.new), old: rawOf(results.old) }
   }
+  const cluster = only === undefined || CLUSTER_SCENARIO.includes(only) ? await clusterComparison() : undefined
+  if (cluster !== undefined) raw[CLUSTER_SCENARIO] = cluster.raw as Record<TargetName, unknown>
   const minutes = (Date.now() - began) / 60_000
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node.js ${process.version}`
-  process.stdout.write(`\n${table(rows)}\n\nMachine: ${machine}\nWall time: ${minutes.toFixed(1)} min\n`)
+  if (rows.length > 0) process.stdout.write(`\n${table(rows)}\n`)
+  if (cluster !== undefined) process.stdout.write(`\n${table(cluster.rows, ['2 workers', '1 process'])}\n`)
+  process.stdout.write(`\nMachine: ${machine}\nWall time: ${minutes.toFixed(1)} min\n`)
   for (const line of disturbed) process.stdout.write(`Disturbed: ${line}; its figures are suspect.\n`)
   mkdirSync('bench-results', { recursive: true })
   const file = 'bench-results/latest.json'
-  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), machine, wallMinutes: minutes, disturbed, rows, raw }, null, 2))
+  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), machine, wallMinutes: minutes, disturbed, rows, clusterRows: cluster?.rows ?? [], raw }, null, 2))
   process.stdout.write(`Results: ${file}\n`)
 }
 

@@ -35,6 +35,27 @@ const OLD_BIN = createRequire(import.meta.url).resolve('old-rendezvous/src/bin.j
 /** Clock ticks per second of /proc/<pid>/stat; 100 on every Linux this runs on. */
 const CLOCK_TICKS = 100
 
+/** `pid` and every process below it (the workers of `--workers`). */
+export function processTree (pid: number): number[] {
+  const tree = [pid]
+  for (let i = 0; i < tree.length; i++) {
+    try {
+      const children = readFileSync(`/proc/${tree[i] as number}/task/${tree[i] as number}/children`, 'utf8').trim()
+      if (children !== '') tree.push(...children.split(' ').map(Number))
+    } catch {}
+  }
+  return tree
+}
+
+/** Summed over a process tree; a process that has just exited counts as nothing. */
+function overTree (pid: number, read: (pid: number) => number): number {
+  let total = 0
+  for (const p of processTree(pid)) {
+    try { total += read(p) } catch {}
+  }
+  return total
+}
+
 export function cpuSecondsOf (pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   // fields after the command name, which may itself contain spaces
@@ -76,8 +97,9 @@ export async function startTarget (name: TargetName, options: TargetOptions = {}
     pid,
     port,
     url: `http://127.0.0.1:${port}`,
-    cpuSeconds: () => cpuSecondsOf(pid),
-    rssBytes: () => rssBytes(pid),
+    // with --workers the work is done by child processes
+    cpuSeconds: () => overTree(pid, cpuSecondsOf),
+    rssBytes: () => overTree(pid, rssBytes),
     alive: () => proc.exitCode === null && proc.signalCode === null,
     stop: async () => {
       if (proc.exitCode !== null || proc.signalCode !== null) return
