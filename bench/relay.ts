@@ -17,6 +17,8 @@ export interface RelayResult {
   mibPerSecond: number
   idleRssMiB: number
   peakRssMiB: number
+  /** Server CPU (user + system) during the transfer, from procfs. */
+  serverCpuSeconds: number
   intact: boolean
 }
 
@@ -39,6 +41,7 @@ export async function relayThroughput (target: Target, chunkBytes: number, total
     let peak = idle
     const sampler = setInterval(() => { try { peak = Math.max(peak, target.rssBytes()) } catch {} }, 20)
     const started = process.hrtime.bigint()
+    const cpu0 = target.cpuSeconds()
     send(a.client, r.forward, makeChunks(count, chunkBytes))
     let received
     try {
@@ -49,6 +52,7 @@ export async function relayThroughput (target: Target, chunkBytes: number, total
       clearInterval(sampler)
     }
     const seconds = Number(process.hrtime.bigint() - started) / 1e9
+    const serverCpuSeconds = target.cpuSeconds() - cpu0
     peak = Math.max(peak, target.rssBytes())
     return {
       chunkBytes,
@@ -57,6 +61,7 @@ export async function relayThroughput (target: Target, chunkBytes: number, total
       mibPerSecond: received.bytes / MiB / seconds,
       idleRssMiB: idle / MiB,
       peakRssMiB: peak / MiB,
+      serverCpuSeconds,
       intact: received.bytes === count * chunkBytes && received.sha256 === sha256(makeChunks(count, chunkBytes))
     }
   } finally {
