@@ -152,11 +152,16 @@ export class Flow {
 /**
  * The TCP socket under a connection's WebSocket, when frames may be written to
  * it directly: the transport is an open websocket that sends every frame
- * synchronously (no permessage-deflate, which would queue them). Undefined
- * for polling, during an upgrade, or once closing.
+ * synchronously (no permessage-deflate, which would queue them), and Engine.IO
+ * holds nothing back. That last part matters: a binary Socket.IO packet is a
+ * text header and then its bytes, which Engine.IO keeps in its write buffer
+ * until the header's write completes; a frame written in between would split
+ * the packet. Undefined for polling, during an upgrade, or once closing.
  */
 export function rawSocketOf (socket: PeerSocket): Socket | undefined {
-  const transport = (socket.conn as unknown as EngineSocket).transport
+  const conn = socket.conn as unknown as EngineSocket & { writeBuffer?: unknown[] }
+  const transport = conn.transport as Transport & { writable?: boolean }
+  if (transport.writable !== true || (conn.writeBuffer?.length ?? 0) > 0) return undefined
   const ws = transport.socket as undefined | { readyState?: number, _socket?: Socket, _extensions?: Record<string, unknown> }
   if (transport.name !== 'websocket' || ws === undefined || ws.readyState !== 1) return undefined
   if (ws._extensions !== undefined && Object.keys(ws._extensions).length > 0) return undefined
