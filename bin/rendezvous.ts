@@ -4,11 +4,13 @@
  * options → start(); signals; exit codes. Bad configuration exits 2 with one
  * line naming the option.
  */
+import cluster from 'node:cluster'
 import yargs from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { CLI_DEFAULTS, OPTION_SPECS, OptionError, start, type Options } from '../src/index.js'
-import { optionsFromCommandLine } from '../src/options.js'
+import { optionsFromCommandLine, parseOptionValue, type OptionSpec } from '../src/options.js'
 import { VERSION } from '../src/version.js'
+import { runWorker, runWorkers } from '../src/workers.js'
 
 const EXIT_CONFIG = 2
 
@@ -21,6 +23,59 @@ function describe (spec: typeof OPTION_SPECS[number]): string {
   const fallback = (CLI_DEFAULTS as unknown as Record<string, unknown>)[spec.key]
   const shown = spec.negated === true || fallback === undefined ? '' : ` (default: ${String(fallback)})`
   return `${spec.describe}${shown} [env ${spec.env}]`
+}
+
+/** `--workers`: of the command only, so not among the options of `start()`. */
+const WORKERS = { flag: 'workers', env: 'WORKERS', describe: 'processes to run, sharing the port and clustered through --redis (default: one process) [env WORKERS]' }
+
+/** The number of workers asked for, if any; `names` learns how the user wrote it. */
+function workersOption (argv: Record<string, unknown>, env: NodeJS.ProcessEnv, names: Map<string, string>): number | undefined {
+  const fromFlag = argv[WORKERS.flag]
+  const fromEnv = env[WORKERS.env]
+  const [raw, name] = fromFlag !== undefined ? [fromFlag, `--${WORKERS.flag}`] : fromEnv !== undefined && fromEnv !== '' ? [fromEnv, WORKERS.env] : []
+  if (name === undefined) return undefined
+  names.set(WORKERS.flag, name)
+  // parseOptionValue reads only the kind: a count is a whole number from 1
+  return parseOptionValue({ kind: 'count' } as OptionSpec, raw, name) as number
+}
+
+/** What the signal handlers need of a single server or of the primary of `--workers`. */
+interface Running {
+  uri: string
+  /** The line printed on the first signal. */
+  stopping: (signal: NodeJS.Signals) => string
+  /** Drains; resolves with the exit code. */
+  shutdown: () => Promise<number>
+  /** On a second signal, before exiting. */
+  kill: () => void
+}
+
+async function single (options: Options): Promise<Running> {
+  const server = await start(options, CLI_DEFAULTS)
+  return {
+    uri: server.info.uri,
+    stopping: (signal) => {
+      const streams = server.stats().relayedStreams
+      return streams > 0
+        ? `Received ${signal}, stopping: ${streams} relayed streams may finish (send ${signal} again to exit now)`
+        : `Received ${signal}, stopping`
+    },
+    shutdown: async () => {
+      await server.shutdown()
+      return 0
+    },
+    kill: () => {}
+  }
+}
+
+async function primary (count: number, options: Options): Promise<Running> {
+  const workers = await runWorkers(count, options)
+  return {
+    uri: workers.info.uri,
+    stopping: (signal) => `Received ${signal}, stopping ${count} worker${count === 1 ? '' : 's'} (send ${signal} again to exit now)`,
+    shutdown: workers.shutdown,
+    kill: workers.kill
+  }
 }
 
 async function main (): Promise<void> {
@@ -41,6 +96,7 @@ async function main (): Promise<void> {
       ...(spec.alias !== undefined ? { alias: spec.alias } : {})
     })
   }
+  cli = cli.option(WORKERS.flag, { type: 'string', describe: WORKERS.describe })
   const argv = await cli.parseAsync() as Record<string, unknown>
   // yargs reads `--disableMetrics=<anything but "true">` as false, so that
   // `=1` or `=yes` would silently do nothing: options.ts reads the value as
@@ -54,16 +110,31 @@ async function main (): Promise<void> {
 
   let options: Options
   let names: Map<string, string>
+  let workers: number | undefined
   try {
     ({ options, names } = optionsFromCommandLine(argv, process.env))
+    workers = workersOption(argv, process.env, names)
   } catch (err) {
     if (err instanceof OptionError) die(err.message)
     throw err
   }
 
-  let server
+  // a worker of --workers: same command line, same options; the primary prints and handles signals
+  if (cluster.isWorker) {
+    await runWorker(options)
+    return
+  }
+  if (workers !== undefined) {
+    const name = names.get(WORKERS.flag) ?? `--${WORKERS.flag}`
+    if (options.redis === undefined) die(`${name}: needs --redis (or REDIS_URL): the workers share their peers through Redis`)
+    if (options.key !== undefined || options.cert !== undefined || options.pfx !== undefined) {
+      die(`${name}: cannot serve TLS (--key, --cert, --pfx): the primary reads each plain HTTP request to route it; terminate TLS at a proxy in front`)
+    }
+  }
+
+  let server: Running
   try {
-    server = await start(options, CLI_DEFAULTS)
+    server = workers !== undefined ? await primary(workers, options) : await single(options)
   } catch (err) {
     if (err instanceof OptionError) {
       // start() names options by key: say it as the user wrote it
@@ -79,22 +150,21 @@ async function main (): Promise<void> {
   if (options.cryptoChallenge === false) {
     process.stderr.write('rendezvous: warning: the crypto challenge is disabled, joins are not authenticated\n')
   }
-  process.stdout.write(`Listening on: ${server.info.uri}\n`)
+  process.stdout.write(`Listening on: ${server.uri}\n`)
 
   let signalled = false
   const shutdown = (signal: NodeJS.Signals): void => {
     if (signalled) {
       process.stderr.write(`rendezvous: ${signal} again, exiting now\n`)
+      server.kill()
       process.exit(1)
     }
     signalled = true
-    const streams = server.stats().relayedStreams
-    process.stdout.write(streams > 0
-      ? `Received ${signal}, stopping: ${streams} relayed streams may finish (send ${signal} again to exit now)\n`
-      : `Received ${signal}, stopping\n`)
-    server.shutdown().then(() => {
-      process.stdout.write('Rendezvous server stopped\n')
-      process.exit(0)
+    process.stdout.write(`${server.stopping(signal)}\n`)
+    server.shutdown().then((code) => {
+      if (code === 0) process.stdout.write('Rendezvous server stopped\n')
+      else process.stderr.write('rendezvous: a worker did not stop cleanly\n')
+      process.exit(code)
     }, (err: unknown) => {
       process.stderr.write(`rendezvous: error while stopping: ${String(err)}\n`)
       process.exit(1)

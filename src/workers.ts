@@ -7,7 +7,7 @@
  */
 import cluster, { type Worker } from 'node:cluster'
 import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { Socket, type AddressInfo } from 'node:net'
 import { setupMaster, setupWorker } from '@socket.io/sticky'
 import { AggregatorRegistry } from 'prom-client'
 import { CLI_DEFAULTS, start, type Options, type RendezvousServer } from './index.js'
@@ -51,8 +51,6 @@ const ignore = (): void => {}
 export interface Workers {
   /** Where the primary listens (the real port when 0 was asked for). */
   info: { port: number, host: string, uri: string }
-  /** Worker processes running now. */
-  pids: () => number[]
   /**
    * Stops restarting, sends SIGTERM to every worker (each drains as the
    * single process does), waits for them and releases the port; resolves
@@ -75,6 +73,22 @@ interface Slot {
 }
 
 const counted = (worker: Worker): Worker & { clientsCount: number } => worker as Worker & { clientsCount: number }
+
+/**
+ * sticky reads a request's first bytes, then sends the connection to a
+ * worker. Node goes on reading it until the worker has acknowledged it and
+ * throws away what it reads meanwhile: a client quick to send its next
+ * message (a websocket's Socket.IO connect) would lose it and hang. So the
+ * primary stops reading a connection as it sends it; the worker reads the rest.
+ */
+function handOverUnread (worker: Worker): void {
+  const send = worker.send.bind(worker) as (...args: unknown[]) => boolean
+  worker.send = ((...args: unknown[]) => {
+    const connection = args[1]
+    if (connection instanceof Socket) (connection as Socket & { _handle?: { readStop: () => number } | null })._handle?.readStop()
+    return send(...args)
+  }) as Worker['send']
+}
 
 /**
  * The primary: listens on the configured port and host, forks `count` workers
@@ -113,6 +127,7 @@ export async function runWorkers (count: number, options: Options): Promise<Work
 
   function fork (slot: Slot): void {
     const worker = cluster.fork({ [PORT_ENV]: String(port) })
+    handOverUnread(worker)
     Object.assign(slot, { worker, startedAt: Date.now(), ready: false })
     counted(worker).clientsCount = STARTING_BIAS
     // a send to a worker that just died fails here rather than throwing in the primary
@@ -144,7 +159,8 @@ export async function runWorkers (count: number, options: Options): Promise<Work
     const pid = worker.process.pid ?? 0
     const how = signal !== null ? `signal ${signal}` : `code ${String(code)}`
     if (stopping) {
-      if (code !== 0) failedToStop = true
+      // killed by the SIGTERM itself: it had not got as far as handling it, and had nothing to drain
+      if (code !== 0 && signal !== 'SIGTERM') failedToStop = true
       if (slots.every((s) => s.worker === undefined)) allExited?.()
       return
     }
@@ -177,11 +193,12 @@ export async function runWorkers (count: number, options: Options): Promise<Work
     for (const slot of slots) slot.worker?.process.kill('SIGKILL')
   }
 
-  const release = async (): Promise<void> => {
-    const closed = new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+  const release = (): void => {
+    // not waiting for 'close': net.Server asks the workers a connection was
+    // handed to whether they closed it, and a worker that has exited never answers
+    server.close()
     // connections whose requests sticky relays for a worker
     server.closeAllConnections()
-    await closed
   }
 
   for (let i = 0; i < count; i++) {
@@ -194,14 +211,13 @@ export async function runWorkers (count: number, options: Options): Promise<Work
   } catch (err) {
     stopping = true
     kill()
-    await release()
+    release()
     throw err
   }
 
   const host = config.host
   return {
     info: { port, host, uri: `http://${host.includes(':') ? `[${host}]` : host}:${port}` },
-    pids: () => slots.flatMap((slot) => slot.worker?.process.pid ?? []),
     shutdown: async () => {
       stopping = true
       const exitedAll = new Promise<void>((resolve) => { allExited = resolve })
@@ -210,7 +226,7 @@ export async function runWorkers (count: number, options: Options): Promise<Work
         slot.worker?.process.kill('SIGTERM')
       }
       if (slots.some((slot) => slot.worker !== undefined)) await exitedAll
-      await release()
+      release()
       return failedToStop ? 1 : 0
     },
     kill
