@@ -33,8 +33,8 @@ export interface CliServer {
   stop: (signal?: NodeJS.Signals) => Promise<Exit>
 }
 
-/** The CLI sees only the option variables a test gives it, never the test runner's own PORT or HOST. */
-const UNSET_OPTION_ENV = Object.fromEntries(OPTION_SPECS.map((spec) => [spec.env, undefined]))
+/** The CLI sees only the option variables a test gives it, never the test runner's own PORT or HOST (nor WORKERS, an option of the command only). */
+const UNSET_OPTION_ENV = Object.fromEntries([...OPTION_SPECS.map((spec) => spec.env), 'WORKERS'].map((name) => [name, undefined]))
 
 function spawnCli (args: string[], env: Record<string, string | undefined>): { proc: ChildProcess, exited: Promise<Exit>, output: () => { stdout: string, stderr: string } } {
   const proc = spawn(process.execPath, [BIN, ...args], {
