@@ -78,9 +78,10 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
   // includes nodejs_eventloop_lag_seconds and its percentiles
   collectDefaultMetrics({ register: registry })
 
-  const gauge = (name: string, help: string, read: () => number): void => {
+  /** `aggregator`: how `--workers` combines the workers' values (prom-client sums them by default). */
+  const gauge = (name: string, help: string, read: () => number, aggregator?: 'min' | 'max'): void => {
     // eslint-disable-next-line no-new
-    new Gauge({ name, help, registers, collect () { this.set(read()) } })
+    new Gauge({ name, help, registers, collect () { this.set(read()) }, ...(aggregator !== undefined ? { aggregator } : {}) })
   }
 
   // The old server's names, kept as they were: dashboards already use them.
@@ -100,15 +101,15 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
   const relayedBytes = new Counter({ name: 'rendezvous_relayed_bytes_total', help: 'bytes delivered through relayed streams', registers })
   const announcements = new Counter({ name: 'rendezvous_discovery_announcements_total', help: 'ws-peer messages delivered to peers (rate() gives announcements per second)', registers })
   const dropped = new Counter({ name: 'rendezvous_discovery_announcements_dropped_total', help: 'ws-peer messages skipped because the peer was not reading', registers })
-  gauge('rendezvous_discovery_refresh_interval_seconds', 'refresh interval in force: the configured one, stretched by the announcement budget', gauges.refreshIntervalSeconds)
+  gauge('rendezvous_discovery_refresh_interval_seconds', 'refresh interval in force: the configured one, stretched by the announcement budget', gauges.refreshIntervalSeconds, 'max')
   const joinDuration = new Histogram({ name: 'rendezvous_join_duration_seconds', help: 'time from an ss-join to its answer, by result (challenge: a nonce was sent)', labelNames: ['result'], buckets: DURATION_BUCKETS, registers })
   const dialDuration = new Histogram({ name: 'rendezvous_dial_duration_seconds', help: 'time from an ss-dial to its answer, which waits for the listener', labelNames: ['result'], buckets: DURATION_BUCKETS, registers })
   const closedByLimit = new Counter({ name: 'rendezvous_connections_closed_total', help: 'connections the server closed for breaking a limit, by reason', labelNames: ['reason'], registers })
   const handlerErrors = new Counter({ name: 'rendezvous_handler_errors_total', help: 'socket events whose handler threw, by event', labelNames: ['event'], registers })
   let purged: Counter | undefined
   if (gauges.cluster !== undefined) {
-    gauge('rendezvous_cluster_up', 'cluster mode: 1 while Redis is reachable, 0 while this node serves its own peers alone (degraded)', gauges.cluster.up)
-    gauge('rendezvous_cluster_nodes', 'cluster mode: nodes alive at the last heartbeat check, this one included', gauges.cluster.nodes)
+    gauge('rendezvous_cluster_up', 'cluster mode: 1 while Redis is reachable, 0 while this node serves its own peers alone (degraded)', gauges.cluster.up, 'min')
+    gauge('rendezvous_cluster_nodes', 'cluster mode: nodes alive at the last heartbeat check, this one included', gauges.cluster.nodes, 'max')
     purged = new Counter({ name: 'rendezvous_cluster_purged_addresses_total', help: 'cluster mode: addresses of dead nodes this node removed from the shared registry', registers })
   }
 
