@@ -68,7 +68,7 @@ interface NodeInfo {
 
 export interface ClusterEvents {
   /** Addresses announced by another node, to be delivered to this node's peers. */
-  announced: [addresses: string[]]
+  announced: [addresses: string[], fresh: number]
   /** A message from another node. */
   message: [from: string, message: NodeMessage]
   /** A node stopped or was found dead: whatever this node shares with it ends. */
@@ -238,8 +238,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     void this.subscriber.ssubscribe(nodeChannel(this.node)).catch((err: Error) => { log('subscribe: %s', err.message) })
     // static: the adapter subscribes once, so nothing is subscribed while Redis may be away
     this.io.adapter(createShardedAdapter(this.commands, quietSubscriptions(this.subscriber), { channelPrefix: PREFIX, subscriptionMode: 'static' }))
-    this.io.on('rendezvous:announce', (addresses: unknown) => {
-      if (Array.isArray(addresses) && addresses.every((a) => typeof a === 'string')) this.emit('announced', addresses as string[])
+    this.io.on('rendezvous:announce', (addresses: unknown, fresh: unknown) => {
+      if (!Array.isArray(addresses) || !addresses.every((a) => typeof a === 'string')) return
+      this.emit('announced', addresses as string[], typeof fresh === 'number' ? fresh : addresses.length)
     })
     this.io.on('rendezvous:gone', (node: unknown) => {
       if (typeof node === 'string') this.lost(node)
@@ -255,10 +256,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.heartbeat = setInterval(() => { void this.beat() }, period)
   }
 
-  /** Announces addresses held here to the peers of every other node. */
-  announce (addresses: string[]): void {
+  /** Announces addresses held here to the peers of every other node; the first `fresh` are new joins. */
+  announce (addresses: string[], fresh: number): void {
     if (!this.connected || addresses.length === 0) return
-    this.io.serverSideEmit('rendezvous:announce', addresses)
+    this.io.serverSideEmit('rendezvous:announce', addresses, fresh)
   }
 
   /** Sends a message to one node; false when Redis is away (the message is lost). */

@@ -79,6 +79,8 @@ export const SHUTDOWN_GRACE_PERIOD_MS = 10 * second
 export const MAX_ANNOUNCEMENTS_PER_SECOND = 600_000
 /** Addresses listed in a join's answer at most; a random sample when more are joined. */
 export const MAX_PEERS_IN_JOIN_REPLY = 1000
+/** Peers an announcement batch is written to per turn of the event loop, so that a batch to many peers never holds the loop for long. */
+export const FANOUT_SLICE_SOCKETS = 500
 /** A peer with this much unsent output is skipped by announcements (they are refreshes). */
 export const SLOW_PEER_ANNOUNCE_BYTES = 256 * KiB
 

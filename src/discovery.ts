@@ -62,7 +62,7 @@ export class Discovery {
   effectiveIntervalMs: number
   /** Cluster mode: listeners on the other nodes, and where each batch goes for them. */
   remoteListeners: () => number = () => 0
-  elsewhere: (addresses: string[]) => void = () => {}
+  elsewhere: (addresses: string[], fresh: number) => void = () => {}
 
   constructor (
     private readonly io: RendezvousServer,
@@ -145,6 +145,7 @@ export class Discovery {
 
   stop (): void {
     this.stopTimers()
+    this.fanout.stop()
     this.entries.length = 0
     this.positions.clear()
     this.fresh = []
@@ -172,6 +173,8 @@ export class Discovery {
   }
 
   private tick (): void {
+    // the last batch is still going out: this one waits, and will carry what is due by then
+    if (this.fanout.busy) return
     const now = Date.now()
     const elapsed = now - this.lastTick
     this.lastTick = now
@@ -194,6 +197,7 @@ export class Discovery {
       this.fresh = []
       this.freshHead = 0
     }
+    const fresh = batch.length
 
     // then the refresh round, at the interval the budget allows
     this.effectiveIntervalMs = Math.max(this.config.refreshPeerListIntervalMS, 1000 * total * cost / rate)
@@ -208,16 +212,16 @@ export class Discovery {
     }
 
     if (batch.length === 0) return
-    this.elsewhere(batch.map((entry) => entry.address))
-    this.deliver(batch)
+    this.elsewhere(batch.map((entry) => entry.address), fresh)
+    this.deliver(batch, fresh)
   }
 
   /** Delivers announcements to every peer here but their holders; those of other nodes come with no holder. */
-  deliver (batch: readonly Announcement[]): void {
-    const droppedBefore = this.fanout.dropped
-    const deliveries = this.fanout.send(batch)
-    this.sent += deliveries
-    this.onAnnounced(deliveries, this.fanout.dropped - droppedBefore)
+  deliver (batch: readonly Announcement[], fresh: number): void {
+    this.fanout.send(batch, fresh, (deliveries, dropped) => {
+      this.sent += deliveries
+      this.onAnnounced(deliveries, dropped)
+    })
   }
 
   private swap (i: number, j: number): void {

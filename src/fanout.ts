@@ -13,10 +13,14 @@
  * A peer whose socket already holds more than `slowBytes` unsent is skipped:
  * announcements are refreshes, and piling them up for a peer that does not
  * read would only grow the server's memory.
+ *
+ * A batch is written to FANOUT_SLICE_SOCKETS peers per turn of the event
+ * loop: one loop over 10,000 peers would hold everything else (joins, dials,
+ * relayed data) back for the whole of it.
  */
-import { rawSocketOf } from './flow.js'
+import { isWebSocket, rawSocketOf } from './flow.js'
 import { EVENTS, type RendezvousServer } from './protocol.js'
-import { JOINED_ROOM } from './constants.js'
+import { FANOUT_SLICE_SOCKETS, JOINED_ROOM } from './constants.js'
 
 export interface Announcement {
   address: string
@@ -50,16 +54,25 @@ function encode (batch: readonly Announcement[]): { buffer: Buffer, offsets: num
   return { buffer: Buffer.concat(parts, at), offsets }
 }
 
+/** Told after each slice: announcements delivered, and those skipped for peers not reading. */
+export type FanoutReport = (deliveries: number, dropped: number) => void
+
 export class Fanout {
-  /** Announcements not sent to a peer because it was not reading. */
-  dropped = 0
+  /** Slices still to write, so that `stop` can cancel them. */
+  private readonly pending = new Set<NodeJS.Immediate>()
 
   constructor (private readonly io: RendezvousServer, private readonly slowBytes: number) {}
 
-  /** Sends every announcement of `batch` to every joined connection but its owner; returns the deliveries. */
-  send (batch: readonly Announcement[]): number {
+  /**
+   * Sends every announcement of `batch` to every joined connection but its
+   * owner: the first slice of peers now, the rest on the next turns. The
+   * first `fresh` are new joins; the rest are refreshes, which a websocket
+   * peer that Engine.IO is busy writing to (a relayed chunk, a join's answer)
+   * misses this time rather than getting one Socket.IO packet each.
+   */
+  send (batch: readonly Announcement[], fresh: number, report: FanoutReport): void {
     const room = this.io.sockets.adapter.rooms.get(JOINED_ROOM)
-    if (batch.length === 0 || room === undefined) return 0
+    if (batch.length === 0 || room === undefined) return
     const { buffer, offsets } = encode(batch)
     // which frames each owner must not receive; nearly always one or none
     const owned = new Map<string, number[]>()
@@ -68,34 +81,73 @@ export class Fanout {
       if (list === undefined) owned.set(ownerId, [i])
       else list.push(i)
     })
+    const ids = [...room]
+    const slice = (from: number): void => {
+      const to = Math.min(ids.length, from + FANOUT_SLICE_SOCKETS)
+      const [deliveries, dropped] = this.write(ids, from, to, batch, fresh, buffer, offsets, owned)
+      report(deliveries, dropped)
+      if (to >= ids.length) return
+      const next = setImmediate(() => {
+        this.pending.delete(next)
+        slice(to)
+      })
+      this.pending.add(next)
+    }
+    slice(0)
+  }
+
+  /** Whether a batch is still being written. */
+  get busy (): boolean {
+    return this.pending.size > 0
+  }
+
+  /** Cancels the slices not written yet. */
+  stop (): void {
+    for (const immediate of this.pending) clearImmediate(immediate)
+    this.pending.clear()
+  }
+
+  private write (ids: string[], from: number, to: number, batch: readonly Announcement[], fresh: number, buffer: Buffer, offsets: number[], owned: Map<string, number[]>): [number, number] {
     let deliveries = 0
-    for (const id of room) {
-      const socket = this.io.sockets.sockets.get(id)
+    let dropped = 0
+    for (let k = from; k < to; k++) {
+      const socket = this.io.sockets.sockets.get(ids[k] as string)
       if (socket === undefined) continue
+      const id = socket.id
       const own = owned.get(id)
       const count = batch.length - (own?.length ?? 0)
       if (count === 0) continue
       const raw = rawSocketOf(socket)
       if (raw === undefined) {
-        batch.forEach(({ address }, i) => { if (own?.includes(i) !== true) socket.emit(EVENTS.PEER, address) })
+        // polling peers get everything; a busy websocket only the new joins
+        const upTo = isWebSocket(socket) ? Math.min(fresh, batch.length) : batch.length
+        let sent = 0
+        for (let i = 0; i < upTo; i++) {
+          if (own?.includes(i) === true) continue
+          socket.emit(EVENTS.PEER, (batch[i] as Announcement).address)
+          sent++
+        }
+        deliveries += sent
+        dropped += count - sent
+        continue
       } else if (raw.writableLength > this.slowBytes) {
-        this.dropped += count
+        dropped += count
         continue
       } else if (own === undefined) {
         raw.write(buffer)
       } else {
         // the slices around this peer's own frames: one writev under cork
         raw.cork()
-        let from = 0
+        let at = 0
         for (const i of own) {
-          if (offsets[i] as number > from) raw.write(buffer.subarray(from, offsets[i]))
-          from = offsets[i + 1] as number
+          if (offsets[i] as number > at) raw.write(buffer.subarray(at, offsets[i]))
+          at = offsets[i + 1] as number
         }
-        if (from < buffer.length) raw.write(buffer.subarray(from))
+        if (at < buffer.length) raw.write(buffer.subarray(at))
         raw.uncork()
       }
       deliveries += count
     }
-    return deliveries
+    return [deliveries, dropped]
   }
 }

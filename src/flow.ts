@@ -169,6 +169,11 @@ export function rawSocketOf (socket: PeerSocket): Socket | undefined {
   return raw !== undefined && raw.writable ? raw : undefined
 }
 
+/** Whether the connection is an open websocket (one `rawSocketOf` turns down only while Engine.IO is writing to it). */
+export function isWebSocket (socket: PeerSocket): boolean {
+  return (socket.conn as unknown as EngineSocket).transport.name === 'websocket'
+}
+
 /** Output queued for a peer and not yet handed to the kernel: Engine.IO's buffer plus the WebSocket's. */
 export function unsentBytes (socket: PeerSocket): number {
   const conn = socket.conn as unknown as EngineSocket & { writeBuffer?: Array<{ data?: unknown }> }

@@ -185,7 +185,7 @@ export async function start (options: Options = {}, defaults?: Defaults, worker?
     }
     joins.cluster = cluster
     discovery.remoteListeners = () => cluster.up ? cluster.remoteListeners : 0
-    discovery.elsewhere = (addresses) => { cluster.announce(addresses) }
+    discovery.elsewhere = (addresses, fresh) => { cluster.announce(addresses, fresh) }
     const guard = (what: string, fn: () => void | Promise<void>): void => {
       const failed = (err: unknown): void => { logError('cluster: %s failed: %O', what, err) }
       try {
@@ -194,8 +194,8 @@ export async function start (options: Options = {}, defaults?: Defaults, worker?
         failed(err)
       }
     }
-    cluster.on('announced', (addresses) => {
-      guard('announcement delivery', () => { discovery.deliver(addresses.map((address) => ({ address, ownerId: '' }))) })
+    cluster.on('announced', (addresses, fresh) => {
+      guard('announcement delivery', () => { discovery.deliver(addresses.map((address) => ({ address, ownerId: '' })), fresh) })
     })
     cluster.on('message', (from, message) => {
       guard(`message ${message.header.t}`, () => {

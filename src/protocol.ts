@@ -153,7 +153,7 @@ export function isRejected<T extends object> (request: T | Rejected): request is
 /** Node → node, in cluster mode (through the Redis adapter's `serverSideEmit`). */
 export interface ServerSideEvents {
   /** Addresses held by the sending node, to announce to every peer here. */
-  'rendezvous:announce': (addresses: unknown) => void
+  'rendezvous:announce': (addresses: unknown, fresh: unknown) => void
   /** The sending node is leaving the cluster. */
   'rendezvous:gone': (node: unknown) => void
 }
