@@ -18,7 +18,7 @@ import { ERRORS } from '../src/index.js'
 import { connect, type Client, type ClientVersion, type Transport } from './helpers/clients.js'
 import { request } from './helpers/http.js'
 import { addressOf, libp2pIdentity, randomAddress, type Identity } from './helpers/keys.js'
-import { sample, scrape, type Scraped } from './helpers/metrics.js'
+import { sample, sampleOr, scrape, untilScraped as untilScrapedUrl, type Scraped } from './helpers/metrics.js'
 import { startProxy } from './helpers/proxy.js'
 import { NO_REDIS, startRedis, type RedisProcess } from './helpers/redis.js'
 import { PATIENCE_MS, startCli, type CliServer } from './helpers/server.js'
@@ -98,26 +98,16 @@ async function startCluster (cleanup: Cleanup, label: string, args: string[]): P
 
 /** A counter or gauge sample, or NaN when the scrape has none. */
 function valueOf (m: Scraped, name: string): number {
-  try {
-    return sample(m, name)
-  } catch {
-    return NaN
-  }
+  return sampleOr(m, name, {}, NaN)
 }
 
 /** Resolves with the first scrape of `node` that satisfies `condition`; scrapes every 50 ms. */
 async function untilScraped (node: CliServer, condition: (m: Scraped) => boolean, what: string, patienceMs = PATIENCE_MS): Promise<Scraped> {
-  const deadline = Date.now() + patienceMs
-  for (;;) {
-    const m = await scrape(node.uri)
-    if (condition(m)) return m
-    if (Date.now() > deadline) {
-      const figures = ['rendezvous_cluster_up', 'rendezvous_cluster_nodes', 'rendezvous_peers', 'rendezvous_relayed_streams']
-        .map((name) => `${name}=${valueOf(m, name)}`).join(' ')
-      throw new Error(`timed out waiting until ${what} on ${node.uri} (${figures}); its stderr ends:\n${tail(node)}`)
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
+  return await untilScrapedUrl(node.uri, condition, `${what} on ${node.uri}`, (m) => {
+    const figures = ['rendezvous_cluster_up', 'rendezvous_cluster_nodes', 'rendezvous_peers', 'rendezvous_relayed_streams']
+      .map((name) => `${name}=${valueOf(m, name)}`).join(' ')
+    return `${figures}; its stderr ends:\n${tail(node)}`
+  }, patienceMs, 50)
 }
 
 /** Resolves with the first value of `probe` that satisfies `check`; probes every 100 ms. */

@@ -9,7 +9,7 @@ import { createHash, randomUUID } from 'node:crypto'
 import { describe, it } from 'node:test'
 import { connect, type Client, type ClientVersion } from './helpers/clients.js'
 import { randomAddress, randomPeerId } from './helpers/keys.js'
-import { sample, scrape, type Scraped } from './helpers/metrics.js'
+import { sampleOr, scrape, untilScraped as untilScrapedUrl, type Scraped } from './helpers/metrics.js'
 import { spawnPeer, type PeerProcess } from './helpers/peer-process.js'
 import { watchRss } from './helpers/procfs.js'
 import { PATIENCE_MS, startCli, type CliServer } from './helpers/server.js'
@@ -22,26 +22,16 @@ const UNSENT_REASON = 'unsent output over the limit'
 
 /** A counter or gauge sample, 0 when a labelled counter has not been incremented yet. */
 function valueOf (m: Scraped, name: string, labels: Record<string, string> = {}): number {
-  try {
-    return sample(m, name, labels)
-  } catch {
-    return 0
-  }
+  return sampleOr(m, name, labels, 0)
 }
 
 /** Resolves with the scrape that satisfies `condition`; scrapes every 25 ms. */
 async function untilScraped (cli: CliServer, condition: (m: Scraped) => boolean, what: string, patienceMs = PATIENCE_MS): Promise<Scraped> {
-  const deadline = Date.now() + patienceMs
-  for (;;) {
-    const m = await scrape(cli.uri)
-    if (condition(m)) return m
-    if (Date.now() > deadline) {
-      const figures = ['rendezvous_peers', 'rendezvous_connections', 'rendezvous_discovery_announcements_dropped_total', 'rendezvous_relay_paused_senders']
-        .map((name) => `${name}=${valueOf(m, name)}`).join(' ')
-      throw new Error(`timed out waiting until ${what} (${figures}, closed for unsent output=${valueOf(m, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON })})`)
-    }
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
+  return await untilScrapedUrl(cli.uri, condition, what, (m) => {
+    const figures = ['rendezvous_peers', 'rendezvous_connections', 'rendezvous_discovery_announcements_dropped_total', 'rendezvous_relay_paused_senders']
+      .map((name) => `${name}=${valueOf(m, name)}`).join(' ')
+    return `${figures}, closed for unsent output=${valueOf(m, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON })}`
+  }, patienceMs)
 }
 
 /** A websocket-star address of about 940 characters (the server takes up to 1 KiB): few peers make a heavy storm. */

@@ -3,26 +3,11 @@
  * playwright-core (nothing is downloaded). Without Chromium the browser tests
  * skip with `NO_CHROMIUM` as the reason; CI installs it.
  */
-import { accessSync, constants } from 'node:fs'
-import { delimiter, join } from 'node:path'
 import { chromium, type Browser, type Page } from 'playwright-core'
+import { findExecutable } from './executable.js'
 
-/** `CHROMIUM_PATH` overrides where Chromium is looked for (`CHROMIUM_PATH=/nonexistent` simulates its absence). */
-const CANDIDATES = process.env.CHROMIUM_PATH !== undefined
-  ? [process.env.CHROMIUM_PATH]
-  : ['/usr/bin/chromium', ...(process.env.PATH ?? '').split(delimiter).filter((dir) => dir !== '').map((dir) => join(dir, 'chromium'))]
-
-function executable (path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK)
-    return true
-  } catch {
-    return false
-  }
-}
-
-/** The Chromium executable the tests drive, if there is one. */
-export const CHROMIUM_EXECUTABLE: string | undefined = CANDIDATES.find(executable)
+/** The Chromium executable the tests drive, if there is one; `CHROMIUM_PATH` overrides where it is looked for. */
+export const CHROMIUM_EXECUTABLE: string | undefined = findExecutable('chromium', 'CHROMIUM_PATH')
 
 /** A skip reason for `describe(..., { skip: NO_CHROMIUM })`, or false when Chromium is there. */
 export const NO_CHROMIUM: string | false = CHROMIUM_EXECUTABLE === undefined

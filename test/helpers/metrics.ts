@@ -55,3 +55,27 @@ export function observations (m: Scraped, name: string, labels: Record<string, s
   if (m.families.get(name)?.type !== 'HISTOGRAM') throw new Error(`${name} is not a histogram`)
   return find(m, `${name}_count`, labels) ?? 0
 }
+
+/** A sample, or `fallback` when the metric is absent (a labelled counter not incremented yet). */
+export function sampleOr (m: Scraped, name: string, labels: Record<string, string> = {}, fallback = 0): number {
+  try {
+    return sample(m, name, labels)
+  } catch {
+    return fallback
+  }
+}
+
+/**
+ * Resolves with the first scrape of `url` that satisfies `condition`, every
+ * `everyMs`; on timeout the error names `what` and what `explain` reads from
+ * the last scrape.
+ */
+export async function untilScraped (url: string, condition: (m: Scraped) => boolean, what: string, explain: (m: Scraped) => string, patienceMs: number, everyMs = 25): Promise<Scraped> {
+  const deadline = Date.now() + patienceMs
+  for (;;) {
+    const m = await scrape(url)
+    if (condition(m)) return m
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what} (${explain(m)})`)
+    await new Promise((resolve) => setTimeout(resolve, everyMs))
+  }
+}

@@ -5,31 +5,18 @@
  * installs it.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { createConnection, createServer, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
-import { delimiter, join } from 'node:path'
+import { join } from 'node:path'
+import { findExecutable } from './executable.js'
 import { within } from './wait.js'
-
-/** `REDIS_SERVER_PATH` overrides where redis-server is looked for (`REDIS_SERVER_PATH=/nonexistent` simulates its absence). */
-const CANDIDATES = process.env.REDIS_SERVER_PATH !== undefined
-  ? [process.env.REDIS_SERVER_PATH]
-  : ['/usr/bin/redis-server', ...(process.env.PATH ?? '').split(delimiter).filter((dir) => dir !== '').map((dir) => join(dir, 'redis-server'))]
 
 /** The line redis-server logs once it accepts connections (7.x adds the listener kinds after it). */
 const READY_LINE = 'Ready to accept connections'
 
-function executable (path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK)
-    return true
-  } catch {
-    return false
-  }
-}
-
-/** The redis-server executable the tests run, if there is one. */
-export const REDIS_SERVER_EXECUTABLE: string | undefined = CANDIDATES.find(executable)
+/** The redis-server executable the tests run, if there is one; `REDIS_SERVER_PATH` overrides where it is looked for. */
+export const REDIS_SERVER_EXECUTABLE: string | undefined = findExecutable('redis-server', 'REDIS_SERVER_PATH')
 
 /** Whether redis-server is installed, so the cluster tests can run. */
 export function redisAvailable (): boolean {
