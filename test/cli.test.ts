@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
-import { createServer as createNetServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -15,6 +14,7 @@ import { connect, type Client } from './helpers/clients.js'
 import { request } from './helpers/http.js'
 import { addressOf, libp2pIdentity, randomAddress, randomPeerId } from './helpers/keys.js'
 import { runCli, startCli, type CliServer, type Exit } from './helpers/server.js'
+import { canBind, freePort } from './helpers/ports.js'
 import { until } from './helpers/wait.js'
 
 const PACKAGE_JSON = fileURLToPath(new URL('../../package.json', import.meta.url))
@@ -59,23 +59,7 @@ async function metricsStatus (uri: string): Promise<number> {
   return res.status
 }
 
-/** A port nobody listens on right now. */
-async function freePort (): Promise<number> {
-  const probe = createNetServer()
-  await new Promise<void>((resolve) => { probe.listen(0, '127.0.0.1', () => { resolve() }) })
-  const { port } = probe.address() as { port: number }
-  await new Promise<void>((resolve) => { probe.close(() => { resolve() }) })
-  return port
-}
 
-async function canBind (port: number): Promise<void> {
-  const probe = createNetServer()
-  await new Promise<void>((resolve, reject) => {
-    probe.once('error', reject)
-    probe.listen(port, '127.0.0.1', () => { resolve() })
-  })
-  await new Promise<void>((resolve) => { probe.close(() => { resolve() }) })
-}
 
 /** Exit code 2 and one line on stderr matching `names`, without a stack trace. */
 function assertConfigError (exit: Exit, names: RegExp): void {

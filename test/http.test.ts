@@ -3,13 +3,13 @@
  * everything else.
  */
 import assert from 'node:assert/strict'
-import { createServer as createNetServer } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { ERRORS } from '../src/index.js'
 import { connect, type Client } from './helpers/clients.js'
 import { request } from './helpers/http.js'
 import { randomAddress, randomPeerId } from './helpers/keys.js'
 import { startServer } from './helpers/server.js'
+import { canBind } from './helpers/ports.js'
 import { until } from './helpers/wait.js'
 
 type Server = Awaited<ReturnType<typeof startServer>>
@@ -43,14 +43,6 @@ function figure (html: string, id: string): string {
   return match[1] ?? ''
 }
 
-async function canBind (port: number): Promise<void> {
-  const probe = createNetServer()
-  await new Promise<void>((resolve, reject) => {
-    probe.once('error', reject)
-    probe.listen(port, '127.0.0.1', () => { resolve() })
-  })
-  await new Promise<void>((resolve) => { probe.close(() => { resolve() }) })
-}
 
 describe('GET / (the status page)', () => {
   let server: Server

@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
-import { connect as connectTcp, createServer as createNetServer } from 'node:net'
+import { connect as connectTcp } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { after, before, describe, it } from 'node:test'
 import { connect, type Client, type ClientVersion, type Transport } from './helpers/clients.js'
@@ -18,6 +18,7 @@ import { randomAddress } from './helpers/keys.js'
 import { childrenOf, tcpConnectionsOf } from './helpers/procfs.js'
 import { NO_REDIS, startRedis, type RedisProcess } from './helpers/redis.js'
 import { runCli, startCli, type CliServer, type Exit } from './helpers/server.js'
+import { canBind } from './helpers/ports.js'
 import { until, within } from './helpers/wait.js'
 
 const PACKAGE_JSON = fileURLToPath(new URL('../../package.json', import.meta.url))
@@ -34,14 +35,6 @@ function assertConfigError (exit: Exit, names: RegExp): void {
   assert.doesNotMatch(exit.stdout, /Listening on/, context)
 }
 
-async function canBind (port: number): Promise<void> {
-  const probe = createNetServer()
-  await new Promise<void>((resolve, reject) => {
-    probe.once('error', reject)
-    probe.listen(port, '127.0.0.1', () => { resolve() })
-  })
-  await new Promise<void>((resolve) => { probe.close(() => { resolve() }) })
-}
 
 /** The Engine.IO session id of a client: sticky routes any request that names it to the worker holding the session. */
 function sessionOf (client: Client): string {

@@ -6,10 +6,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createConnection, createServer, type Socket } from 'node:net'
+import { createConnection, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { findExecutable } from './executable.js'
+import { freePort } from './ports.js'
 import { within } from './wait.js'
 
 /** The line redis-server logs once it accepts connections (7.x adds the listener kinds after it). */
@@ -70,18 +71,6 @@ function holdOpen (proc: ChildProcess, hold: boolean): void {
   }
 }
 
-/** A port nothing listens on right now: the kernel's pick for port 0. */
-async function freePort (): Promise<number> {
-  const probe = createServer()
-  await new Promise<void>((resolve, reject) => {
-    probe.once('error', reject)
-    probe.listen(0, '127.0.0.1', resolve)
-  })
-  const address = probe.address()
-  await new Promise<void>((resolve) => { probe.close(() => { resolve() }) })
-  if (address === null || typeof address === 'string') throw new Error('no TCP port for redis-server')
-  return address.port
-}
 
 /** One redis-server process; resolves once it is ready, rejects with its log if it exits first. */
 async function run (port: number, appendLog: (text: string) => void): Promise<{ proc: ChildProcess, exited: Promise<void> }> {
