@@ -24,11 +24,10 @@ import { randomBytes } from 'node:crypto'
 import debug from 'debug'
 import { Redis } from 'ioredis'
 import { createShardedAdapter } from '@socket.io/redis-adapter'
+import { logError } from './log.js'
 import type { RendezvousServer } from './protocol.js'
 
 const log = debug('rendezvous:cluster')
-const logError = debug('rendezvous:error')
-logError.enabled = true
 
 const PREFIX = 'rendezvous'
 const PEERS_KEY = `${PREFIX}:peers`

@@ -13,6 +13,7 @@ import { Fanout } from './fanout.js'
 import { createServer } from './http.js'
 import { Joins, TAKEN_OVER } from './join.js'
 import { Limits } from './limits.js'
+import { logError } from './log.js'
 import { createMetrics } from './metrics.js'
 import { resolveConfig, type Config, type Defaults, type Options } from './options.js'
 import { renderPage, websocketStarAddress } from './page.js'
@@ -27,8 +28,6 @@ export { OptionError, CLI_DEFAULTS, LIBRARY_DEFAULTS, OPTION_SPECS } from './opt
 export { ERRORS }
 
 const log = debug('rendezvous:server')
-const logError = debug('rendezvous:error')
-logError.enabled = true
 
 export interface ServerInfo {
   port: number

@@ -9,14 +9,12 @@ import { Server } from 'socket.io'
 import { SOCKET_IO_PATH } from './constants.js'
 import type { Joins } from './join.js'
 import type { Limits } from './limits.js'
+import { logError } from './log.js'
 import { ERRORS, EVENTS, STREAM_EVENT_PREFIX, isRejected, parseDial, parseJoin, parseLeave, type Ack, type PeerSocket, type RendezvousServer } from './protocol.js'
 import type { Metrics } from './metrics.js'
 import type { Relay } from './relay.js'
 
 const log = debug('rendezvous:socket')
-// real errors are printed whether or not DEBUG asks for them
-const logError = debug('rendezvous:error')
-logError.enabled = true
 
 export interface Handlers {
   joins: Joins
