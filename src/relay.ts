@@ -136,6 +136,17 @@ interface Proxied {
   to: string
 }
 
+/** The two streams of a dial: dialer → listener, and back. */
+function streamNames (dialId: string): [forward: string, back: string] {
+  return [`${dialId}.dialer`, `${dialId}.listener`]
+}
+
+/** How a sender's `error` event ends its stream: `true`, its message (bounded), or a generic error. */
+function endOf (value: unknown): End {
+  if (value === true) return true
+  return typeof value === 'string' && value !== '' ? value.slice(0, 1024) : ERRORS.STREAM_ERROR
+}
+
 function streamEvent (type: 'accept' | 'queue' | 'error', name: string): StreamEventName {
   return `${STREAM_EVENT_PREFIX}${type}.${name}`
 }
@@ -215,20 +226,11 @@ export class Relay {
 
     const dialer = this.link(socket)
     const listener = 'node' in target ? this.remoteLink(target.node, target.connection) : this.link(target)
-    const forward = `${dialId}.dialer`
-    const back = `${dialId}.listener`
-    // a name in use on either connection, in either role, would be ambiguous to that client
-    const inUse = (link: Link): boolean => [forward, back].some((name) => link.sending.has(name) || link.receiving.has(name))
-    if (inUse(dialer) || inUse(listener)) {
+    const refused = this.refusal(dialer, dialId) ?? this.refusal(listener, dialId)
+    if (refused !== undefined) {
       this.unlinkIfIdle(dialer)
       this.unlinkIfIdle(listener)
-      return fail(ERRORS.DIAL_ID_IN_USE)
-    }
-    const streamsOf = (link: Link): number => link.sending.size + link.receiving.size
-    if (streamsOf(dialer) + 2 > this.config.maxStreamsPerConnection || streamsOf(listener) + 2 > this.config.maxStreamsPerConnection) {
-      this.unlinkIfIdle(dialer)
-      this.unlinkIfIdle(listener)
-      return fail(ERRORS.TOO_MANY_STREAMS)
+      return fail(refused)
     }
 
     const dial: Dial = { id: dialId, from, to, dialer, listener, streams: [], answered: false, ack, startedAt, bytes: 0, timer: undefined }
@@ -240,6 +242,7 @@ export class Relay {
 
     // the server is the receiver of the dialer's stream: accept it now and
     // hold what comes until the listener accepts
+    const [forward] = streamNames(dialId)
     this.open(dial, forward, dialer, listener)
     dialer.flow.emit(streamEvent('accept', forward))
     if (listener.remote !== undefined) {
@@ -252,6 +255,17 @@ export class Relay {
     ;(target as PeerSocket).timeout(this.config.dialTimeoutMS).emit(EVENTS.INCOMING, dialId, from, (err: Error | null, ...answer: unknown[]) => {
       if (err === null) this.answered(dial, answer[0])
     })
+  }
+
+  /**
+   * Why `link` cannot take part in dial `dialId`: one of its stream names in
+   * use on the connection, in either role or proxied for another node (it
+   * would be ambiguous to that client), or the stream limit.
+   */
+  private refusal (link: Link, dialId: string): string | undefined {
+    if (streamNames(dialId).some((name) => link.sending.has(name) || link.receiving.has(name) || link.proxied.has(name))) return ERRORS.DIAL_ID_IN_USE
+    if (link.sending.size + link.receiving.size + link.proxied.size + 2 > this.config.maxStreamsPerConnection) return ERRORS.TOO_MANY_STREAMS
+    return undefined
   }
 
   /** A `socket.io-pull-stream.*` event from `socket`. */
@@ -284,7 +298,7 @@ export class Relay {
       case 'error': {
         const stream = link.sending.get(name)
         if (stream === undefined || stream.end !== undefined) return this.ignored(link.key, type, name)
-        this.finish(stream, value === true ? true : typeof value === 'string' && value !== '' ? value.slice(0, 1024) : ERRORS.STREAM_ERROR)
+        this.finish(stream, endOf(value))
         return
       }
       case 'accept': {
@@ -356,7 +370,7 @@ export class Relay {
   }
 
   private link (socket: PeerSocket): Link {
-    return this.links.get(socket.id) ?? this.addLink(socket.id, (drained) => new Flow(socket, drained), undefined)
+    return this.links.get(socket.id) ?? this.addLink(socket.id, (drained) => new Flow(socket, drained))
   }
 
   private remoteLink (node: string, connection: string): Link {
@@ -365,20 +379,15 @@ export class Relay {
     if (existing !== undefined) return existing
     const cluster = this.cluster as Locator
     cluster.watch(node)
-    let remote: RemoteEndpoint | undefined
-    const link = this.addLink(key, (drained) => {
-      remote = new RemoteEndpoint(cluster, node, connection, drained)
-      return remote
-    }, undefined)
-    link.remote = remote
-    return link
+    return this.addLink(key, (drained) => new RemoteEndpoint(cluster, node, connection, drained))
   }
 
-  private addLink (key: string, endpoint: (drained: () => void) => Endpoint, remote: RemoteEndpoint | undefined): Link {
+  /** A link whose endpoint is made by `endpoint`, which is given the link's drain callback. */
+  private addLink (key: string, endpoint: (drained: () => void) => Endpoint): Link {
     const link: Link = {
       key,
       flow: undefined as unknown as Endpoint,
-      remote,
+      remote: undefined,
       sending: new Map(),
       receiving: new Map(),
       dials: new Set(),
@@ -388,6 +397,7 @@ export class Relay {
       proxied: new Map()
     }
     link.flow = endpoint(() => { this.drained(link) })
+    if (link.flow instanceof RemoteEndpoint) link.remote = link.flow
     this.links.set(key, link)
     return link
   }
@@ -418,7 +428,7 @@ export class Relay {
       this.teardown(dial, true)
       return
     }
-    const back = this.open(dial, `${dial.id}.listener`, dial.listener, dial.dialer)
+    const back = this.open(dial, streamNames(dial.id)[1], dial.listener, dial.dialer)
     dial.listener.flow.emit(streamEvent('accept', back.name))
     this.metrics.dialAnswered(true, dial.startedAt)
     log('dial %s answered', dial.id)
@@ -509,10 +519,7 @@ export class Relay {
     if (stream.blocking || queued <= this.config.relayHighWaterBytes) return
     stream.blocking = true
     stream.receiver.waiting.add(stream)
-    if (stream.sender.blockedBy++ === 0) {
-      log('[%s] paused: [%s] is %d bytes behind', stream.sender.key, stream.receiver.key, queued)
-      stream.sender.flow.pause()
-    }
+    if (this.pauseFor(stream.sender)) log('[%s] paused: [%s] is %d bytes behind', stream.sender.key, stream.receiver.key, queued)
   }
 
   /** Output to `link` may have drained: let the senders it held back go on. */
@@ -529,10 +536,7 @@ export class Relay {
     if (!stream.blocking) return
     stream.blocking = false
     stream.receiver.waiting.delete(stream)
-    if (--stream.sender.blockedBy === 0) {
-      log('[%s] resumed', stream.sender.key)
-      stream.sender.flow.resume()
-    }
+    if (this.resumeFor(stream.sender)) log('[%s] resumed', stream.sender.key)
   }
 
   /** Frees one stream's state. */
@@ -687,14 +691,10 @@ export class Relay {
     if (socket === undefined || !this.registry.holds(socket, to)) return answer(ERRORS.PEER_NOT_FOUND)
     if (this.draining) return answer(ERRORS.SHUTTING_DOWN)
     const link = this.link(socket)
-    const names = [`${dialId}.dialer`, `${dialId}.listener`]
-    if (names.some((name) => link.sending.has(name) || link.receiving.has(name) || link.proxied.has(name))) {
+    const refused = this.refusal(link, dialId)
+    if (refused !== undefined) {
       this.unlinkIfIdle(link)
-      return answer(ERRORS.DIAL_ID_IN_USE)
-    }
-    if (link.sending.size + link.receiving.size + link.proxied.size + 2 > this.config.maxStreamsPerConnection) {
-      this.unlinkIfIdle(link)
-      return answer(ERRORS.TOO_MANY_STREAMS)
+      return answer(refused)
     }
     let origin = link.origins.get(from)
     if (origin === undefined) {
@@ -704,7 +704,7 @@ export class Relay {
     }
     const proxied: Proxied = { origin, dial: dialId, to }
     origin.dials.set(dialId, proxied)
-    for (const name of names) link.proxied.set(name, proxied)
+    for (const name of streamNames(dialId)) link.proxied.set(name, proxied)
     log('[%s] dial %s from %s, made on node %s', sid, dialId, fromAddress, from)
     socket.timeout(timeout).emit(EVENTS.INCOMING, dialId, fromAddress, (err: Error | null, ...reply: unknown[]) => {
       // no answer in time: the dialer's node has timed the dial out itself
@@ -734,7 +734,7 @@ export class Relay {
       }
       return
     }
-    const end = type === 'error' ? (value === true || (typeof value === 'string' && value !== '') ? value : ERRORS.STREAM_ERROR) : null
+    const end = type === 'error' ? endOf(value) : null
     this.cluster?.send(origin.node, { header: { t: MESSAGES.EVENT, sid, dial: proxied.dial, type, name, value: end } })
   }
 
@@ -748,12 +748,18 @@ export class Relay {
     })
   }
 
-  private pauseFor (link: Link): void {
-    if (link.blockedBy++ === 0) link.flow.pause()
+  /** One more reason not to read from `link`; true if it was read until now (it is paused now). */
+  private pauseFor (link: Link): boolean {
+    if (link.blockedBy++ > 0) return false
+    link.flow.pause()
+    return true
   }
 
-  private resumeFor (link: Link): void {
-    if (--link.blockedBy === 0) link.flow.resume()
+  /** One reason fewer; true if it was the last (it is read again now). */
+  private resumeFor (link: Link): boolean {
+    if (--link.blockedBy > 0) return false
+    link.flow.resume()
+    return true
   }
 
   /**
@@ -766,7 +772,7 @@ export class Relay {
     if (origin.dials.get(dial) !== proxied) return
     origin.dials.delete(dial)
     const link = origin.link
-    for (const name of [`${dial}.dialer`, `${dial}.listener`]) {
+    for (const name of streamNames(dial)) {
       if (link.proxied.get(name) !== proxied) continue
       link.proxied.delete(name)
       if (tellPeer) link.flow.emit(streamEvent('error', name), true)
