@@ -32,8 +32,10 @@ const log = debug('rendezvous:cluster')
 const PREFIX = 'rendezvous'
 const PEERS_KEY = `${PREFIX}:peers`
 const NODES_KEY = `${PREFIX}:nodes`
-const nodeKey = (node: string): string => `${PREFIX}:node:${node}`
-const nodePeersKey = (node: string): string => `${PREFIX}:node:${node}:peers`
+/** A node's heartbeat key is this prefix and its id; the Lua scripts build it the same way. */
+const NODE_KEY_PREFIX = `${PREFIX}:node:`
+const nodeKey = (node: string): string => `${NODE_KEY_PREFIX}${node}`
+const nodePeersKey = (node: string): string => `${NODE_KEY_PREFIX}${node}:peers`
 const nodeChannel = (node: string): string => `${PREFIX}#node#${node}#`
 
 /** Longest wait between two reconnection attempts. */
@@ -170,8 +172,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private closed = false
   /** Nodes whose key was alive at the last check, with what they said. */
   private readonly alive = new Map<string, NodeInfo>()
-  /** Addresses purged from dead nodes since start. */
-  purged = 0
+  /** Told how many addresses of a dead node this node purged. */
   onPurged: (addresses: number) => void = () => {}
 
   constructor (
@@ -275,7 +276,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * if it was on another node (which must be told), or undefined.
    */
   async claim (address: string, connection: string): Promise<Holder | undefined> {
-    const previous = await this.commands.rdvClaim(PEERS_KEY, nodePeersKey(this.node), address, `${this.node} ${connection}`, this.node, `${PREFIX}:node:`)
+    const previous = await this.commands.rdvClaim(PEERS_KEY, nodePeersKey(this.node), address, this.holder(connection), this.node, NODE_KEY_PREFIX)
     const holder = parseHolder(previous)
     return holder !== undefined && holder.node !== this.node ? holder : undefined
   }
@@ -283,9 +284,14 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   /** Frees `address` if `connection` here still holds it; never throws. */
   release (address: string, connection: string): void {
     if (!this.connected) return
-    this.commands.rdvRelease(PEERS_KEY, nodePeersKey(this.node), address, `${this.node} ${connection}`).catch((err: Error) => {
+    this.commands.rdvRelease(PEERS_KEY, nodePeersKey(this.node), address, this.holder(connection)).catch((err: Error) => {
       log('release of %s failed: %s', address, err.message)
     })
+  }
+
+  /** How the registry names a connection of this node (`parseHolder` reads it back). */
+  private holder (connection: string): string {
+    return `${this.node} ${connection}`
   }
 
   /** Who holds `address`, on any node. */
@@ -308,7 +314,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const lost: Array<[string, string]> = []
     const pipeline = this.commands.pipeline()
     for (const [address, connection] of holders) {
-      (pipeline as unknown as ScriptedRedis).rdvRegister(PEERS_KEY, nodePeersKey(this.node), address, `${this.node} ${connection}`, this.node, `${PREFIX}:node:`)
+      (pipeline as unknown as ScriptedRedis).rdvRegister(PEERS_KEY, nodePeersKey(this.node), address, this.holder(connection), this.node, NODE_KEY_PREFIX)
     }
     const results = await pipeline.exec() ?? []
     results.forEach(([err, taken], i) => {
@@ -379,7 +385,6 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         }
         const removed = await this.commands.rdvPurge(PEERS_KEY, nodePeersKey(node), NODES_KEY, node)
         if (removed > 0) log('node %s is gone: purged %d addresses', node, removed)
-        this.purged += removed
         this.onPurged(removed)
         this.lost(node)
       }
