@@ -27,6 +27,8 @@ interface EngineSocket extends EventEmitter {
   transport: Transport
   /** Closes the connection when the peer's heartbeat is late. */
   pingTimeoutTimer?: NodeJS.Timeout | null
+  /** Packets Engine.IO holds until the transport can take them. */
+  writeBuffer?: Array<{ data?: unknown }>
 }
 
 /** How often a paused connection's heartbeat deadline is pushed back. */
@@ -159,7 +161,7 @@ export class Flow {
  * the packet. Undefined for polling, during an upgrade, or once closing.
  */
 export function rawSocketOf (socket: PeerSocket): Socket | undefined {
-  const conn = socket.conn as unknown as EngineSocket & { writeBuffer?: unknown[] }
+  const conn = socket.conn as unknown as EngineSocket
   const transport = conn.transport as Transport & { writable?: boolean }
   if (transport.writable !== true || (conn.writeBuffer?.length ?? 0) > 0) return undefined
   const ws = transport.socket as undefined | { readyState?: number, _socket?: Socket, _extensions?: Record<string, unknown> }
@@ -176,7 +178,7 @@ export function isWebSocket (socket: PeerSocket): boolean {
 
 /** Output queued for a peer and not yet handed to the kernel: Engine.IO's buffer plus the WebSocket's. */
 export function unsentBytes (socket: PeerSocket): number {
-  const conn = socket.conn as unknown as EngineSocket & { writeBuffer?: Array<{ data?: unknown }> }
+  const conn = socket.conn as unknown as EngineSocket
   let bytes = conn.transport.socket?.bufferedAmount ?? 0
   for (const packet of conn.writeBuffer ?? []) {
     const data = packet.data
