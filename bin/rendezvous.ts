@@ -8,7 +8,7 @@ import cluster from 'node:cluster'
 import yargs from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { CLI_DEFAULTS, OPTION_SPECS, OptionError, start, type Options } from '../src/index.js'
-import { optionsFromCommandLine, parseOptionValue, type OptionSpec } from '../src/options.js'
+import { givenValue, optionsFromCommandLine, parseOptionValue, type OptionSpec } from '../src/options.js'
 import { VERSION } from '../src/version.js'
 import { runWorker, runWorkers } from '../src/workers.js'
 
@@ -30,13 +30,11 @@ const WORKERS = { flag: 'workers', env: 'WORKERS', describe: 'processes to run, 
 
 /** The number of workers asked for, if any; `names` learns how the user wrote it. */
 function workersOption (argv: Record<string, unknown>, env: NodeJS.ProcessEnv, names: Map<string, string>): number | undefined {
-  const fromFlag = argv[WORKERS.flag]
-  const fromEnv = env[WORKERS.env]
-  const [raw, name] = fromFlag !== undefined ? [fromFlag, `--${WORKERS.flag}`] : fromEnv !== undefined && fromEnv !== '' ? [fromEnv, WORKERS.env] : []
-  if (name === undefined) return undefined
-  names.set(WORKERS.flag, name)
+  const given = givenValue(argv, env, WORKERS.flag, WORKERS.env)
+  if (given === undefined) return undefined
+  names.set(WORKERS.flag, given.name)
   // parseOptionValue reads only the kind: a count is a whole number from 1
-  return parseOptionValue({ kind: 'count' } as OptionSpec, raw, name) as number
+  return parseOptionValue({ kind: 'count' } as OptionSpec, given.raw, given.name) as number
 }
 
 /** What the signal handlers need of a single server or of the primary of `--workers`. */

@@ -233,6 +233,17 @@ export function parseOptionValue (spec: OptionSpec, raw: unknown, option: string
 }
 
 /**
+ * The raw value of one option as the user gave it, with how they wrote its
+ * name: the flag wins over the variable, and an empty variable counts as unset.
+ */
+export function givenValue (argv: Record<string, unknown>, env: NodeJS.ProcessEnv, flag: string, variable: string): { raw: unknown, name: string } | undefined {
+  if (argv[flag] !== undefined) return { raw: argv[flag], name: `--${flag}` }
+  const fromEnv = env[variable]
+  if (fromEnv !== undefined && fromEnv !== '') return { raw: fromEnv, name: variable }
+  return undefined
+}
+
+/**
  * Options from the command line (already parsed by yargs, keyed by flag) and
  * the environment. A flag wins over its variable; an empty variable counts as
  * unset. Names in errors are written as the user wrote them.
@@ -242,17 +253,10 @@ export function optionsFromCommandLine (argv: Record<string, unknown>, env: Node
   /** How the user wrote each option given: `--port` or `PORT`. */
   const names = new Map<string, string>()
   for (const spec of OPTION_SPECS) {
-    const fromFlag = argv[spec.flag]
-    const fromEnv = env[spec.env]
-    let value: unknown
-    let name: string
-    if (fromFlag !== undefined) {
-      name = `--${spec.flag}`
-      value = parseOptionValue(spec, fromFlag, name)
-    } else if (fromEnv !== undefined && fromEnv !== '') {
-      name = spec.env
-      value = parseOptionValue(spec, fromEnv, name)
-    } else continue
+    const given = givenValue(argv, env, spec.flag, spec.env)
+    if (given === undefined) continue
+    const { name } = given
+    let value = parseOptionValue(spec, given.raw, name)
     // read files here, so that an error names the flag or variable as written
     if (spec.kind === 'tls-file') value = readTlsFile(value as string, name)
     // `--disableMetrics` and `DISABLE_METRICS=1` both mean `metrics: false`
