@@ -15,6 +15,7 @@ import { randomUUID } from 'node:crypto'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { after, before, describe, it } from 'node:test'
 import { ERRORS } from '../src/index.js'
+import { Cleanup } from './helpers/cleanup.js'
 import { connect, type Client, type ClientVersion, type Transport } from './helpers/clients.js'
 import { request } from './helpers/http.js'
 import { addressOf, libp2pIdentity, randomAddress, type Identity } from './helpers/keys.js'
@@ -38,16 +39,6 @@ const PURGE_SLACK_MS = 2000
 const REFRESH_MS = 300
 const DIAL_TIMEOUT_MS = 3000
 
-/** Everything a test or a describe block started, stopped in reverse order whatever happened. */
-class Cleanup {
-  private readonly steps: Array<() => Promise<void>> = []
-  add (step: () => Promise<void>): void { this.steps.push(step) }
-  async run (): Promise<void> {
-    for (const step of this.steps.splice(0).reverse()) {
-      try { await step() } catch {}
-    }
-  }
-}
 
 /** Runs `body` with a cleanup of its own, run whatever happens. */
 async function cleaning (body: (cleanup: Cleanup) => Promise<void>): Promise<void> {
@@ -141,6 +132,16 @@ interface Health {
 async function health (node: CliServer): Promise<{ status: number, body: Health }> {
   const res = await request(`${node.uri}/health`)
   return { status: res.status, body: JSON.parse(res.body) as Health }
+}
+
+/** `/health` of `node` says it serves in a whole cluster: 200, ok, Redis up, `nodes` nodes; resolves with its body. */
+async function assertClustered (node: CliServer, nodes: number): Promise<Health> {
+  const { status, body } = await health(node)
+  assert.equal(status, 200)
+  assert.equal(body.status, 'ok')
+  assert.equal(body.cluster?.redis, 'up')
+  assert.equal(body.cluster?.nodes, nodes)
+  return body
 }
 
 interface Peer {
@@ -243,11 +244,7 @@ describe('three nodes on one Redis', { skip: NO_REDIS }, () => {
   it('every node reports the cluster: /health ok with Redis up and three nodes, rendezvous_cluster_up 1, rendezvous_cluster_nodes 3', async () => {
     const ids = new Set<string>()
     for (const node of nodes) {
-      const { status, body } = await health(node)
-      assert.equal(status, 200)
-      assert.equal(body.status, 'ok')
-      assert.equal(body.cluster?.redis, 'up')
-      assert.equal(body.cluster?.nodes, 3)
+      const body = await assertClustered(node, 3)
       assert.equal(typeof body.cluster?.node, 'string')
       ids.add(body.cluster?.node as string)
       const m = await scrape(node.uri)
@@ -635,13 +632,7 @@ describe('Redis stopped and restarted under three nodes', { skip: NO_REDIS }, ()
 
       await redis.restart()
       await untilFormed(nodes)
-      for (const node of nodes) {
-        const { status, body } = await health(node)
-        assert.equal(status, 200)
-        assert.equal(body.status, 'ok')
-        assert.equal(body.cluster?.redis, 'up')
-        assert.equal(body.cluster?.nodes, 3)
-      }
+      for (const node of nodes) await assertClustered(node, 3)
       // the peers of every node are registered again, those that joined during the outage too
       const everyone = [p0, q0, r0, p1, s1]
       await eventually(async () => await listedTo(p2), (listed) => everyone.every((p) => listed.includes(p.address)),

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict'
 import { createHash, randomUUID } from 'node:crypto'
 import { describe, it } from 'node:test'
+import { Cleanup } from './helpers/cleanup.js'
 import { connect, type Client, type ClientVersion } from './helpers/clients.js'
 import { randomAddress, randomPeerId } from './helpers/keys.js'
 import { sampleOr, scrape, untilScraped as untilScrapedUrl, type Scraped } from './helpers/metrics.js'
@@ -82,16 +83,6 @@ function queue (client: Client, name: string, chunks: Iterable<Buffer>): void {
   for (const chunk of chunks) client.emit(`${STREAM}queue.${name}`, chunk)
 }
 
-/** Everything a test started, stopped in reverse order whatever happened. */
-class Cleanup {
-  private readonly steps: Array<() => Promise<void>> = []
-  add (step: () => Promise<void>): void { this.steps.push(step) }
-  async run (): Promise<void> {
-    for (const step of this.steps.splice(0).reverse()) {
-      try { await step() } catch {}
-    }
-  }
-}
 
 function mib (bytes: number): string {
   return `${(bytes / MiB).toFixed(1)} MiB`
