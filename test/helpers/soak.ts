@@ -262,13 +262,24 @@ function settled<T> (promise: Promise<T>): Promise<T> {
   return promise
 }
 
+/** A dialer and a listener of the first two kinds, connected. */
+async function openPair (side: Side, kinds: Kind[]): Promise<[Peer, Peer]> {
+  return await Promise.all([Peer.open(side, kinds[0] as Kind), Peer.open(side, kinds[1] as Kind)])
+}
+
+/** A dialer and a listener of the first two kinds, connected and joined. */
+async function joinedPair (side: Side, kinds: Kind[]): Promise<{ d: Peer, l: Peer, dj: Joined, lj: Joined }> {
+  const [d, l] = await openPair(side, kinds)
+  const [dj, lj] = await Promise.all([d.join(), l.join()])
+  return { d, l, dj, lj }
+}
+
 /** What one unit of a cycle does with its peers, from connecting to their exits. */
 type Scenario = (side: Side, kinds: Kind[], cycle: number) => Promise<number>
 
 /** Relays both ways, byte-exact, ends both streams; the listener's own dial to the resident times out. */
 const complete: Scenario = async (side, kinds) => {
-  const [d, l] = await Promise.all([Peer.open(side, kinds[0] as Kind), Peer.open(side, kinds[1] as Kind)])
-  const [dj, lj] = await Promise.all([d.join(), l.join()])
+  const { d, l, dj, lj } = await joinedPair(side, kinds)
   d.dialResident()
   const timedOut = settled(l.client.request('ss-dial', lj.address, side.resident, randomUUID()))
   const r = await relay(d.client, dj.address, l.client, lj.address)
@@ -293,8 +304,7 @@ const complete: Scenario = async (side, kinds) => {
 
 /** One side's TCP connections are cut while 2 MiB flow; the other hears both streams end. */
 const cutMidRelay: Scenario = async (side, kinds, cycle) => {
-  const [d, l] = await Promise.all([Peer.open(side, kinds[0] as Kind), Peer.open(side, kinds[1] as Kind)])
-  const [dj, lj] = await Promise.all([d.join(), l.join()])
+  const { d, l, dj, lj } = await joinedPair(side, kinds)
   d.dialResident()
   l.dialResident()
   const r = await relay(d.client, dj.address, l.client, lj.address)
@@ -313,8 +323,7 @@ const cutMidRelay: Scenario = async (side, kinds, cycle) => {
 
 /** The back stream is never ended; the dialer closes its transport with it open. */
 const halfOpen: Scenario = async (side, kinds) => {
-  const [d, l] = await Promise.all([Peer.open(side, kinds[0] as Kind), Peer.open(side, kinds[1] as Kind)])
-  const [dj, lj] = await Promise.all([d.join(), l.join()])
+  const { d, l, dj, lj } = await joinedPair(side, kinds)
   d.dialResident()
   const r = await relay(d.client, dj.address, l.client, lj.address)
   const there = [...makeChunks(10, 1000)]
@@ -341,8 +350,7 @@ const halfOpen: Scenario = async (side, kinds) => {
  * noticed only by the heartbeat, which may come after the dial's timeout.
  */
 const unanswered: Scenario = async (side, kinds) => {
-  const [d, l] = await Promise.all([Peer.open(side, kinds[0] as Kind), Peer.open(side, kinds[1] as Kind)])
-  const [dj, lj] = await Promise.all([d.join(), l.join()])
+  const { d, l, dj, lj } = await joinedPair(side, kinds)
   l.dialResident()
   const incoming = l.client.next('ss-incomming')
   const answer = settled(d.dial(dj.address, lj.address))
@@ -357,8 +365,7 @@ const unanswered: Scenario = async (side, kinds) => {
 
 /** The listener refuses the dial. */
 const refused: Scenario = async (side, kinds) => {
-  const [d, l] = await Promise.all([Peer.open(side, kinds[0] as Kind), Peer.open(side, kinds[1] as Kind)])
-  const [dj, lj] = await Promise.all([d.join(), l.join()])
+  const { d, l, dj, lj } = await joinedPair(side, kinds)
   d.dialResident()
   l.client.socket.on('ss-incomming', (_id: string, _from: string, answer: (err: string) => void) => { answer('busy') })
   assert.deepEqual(await d.dial(dj.address, lj.address), ['busy'])
@@ -368,7 +375,7 @@ const refused: Scenario = async (side, kinds) => {
 
 /** A second connection takes an address over from a connection holding two. */
 const takeover: Scenario = async (side, kinds) => {
-  const [x, y] = await Promise.all([Peer.open(side, kinds[0] as Kind), Peer.open(side, kinds[1] as Kind)])
+  const [x, y] = await openPair(side, kinds)
   const identity = side.challenge ? takeIdentity(side) : undefined
   let taken: string
   if (identity !== undefined) {
