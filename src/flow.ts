@@ -14,7 +14,7 @@
 import { EventEmitter } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import type { PeerSocket } from './protocol.js'
+import type { PeerSocket, RendezvousServer } from './protocol.js'
 
 /** The parts of Engine.IO's transports used here. */
 interface Transport extends EventEmitter {
@@ -194,4 +194,56 @@ export function terminate (socket: PeerSocket): void {
   const ws = conn.transport.socket as undefined | { terminate?: () => void }
   if (conn.transport.name === 'websocket' && ws?.terminate !== undefined) ws.terminate()
   else conn.close(true)
+}
+
+/** An Engine.IO connection as `closeTransports` drives it. */
+interface ClosingSocket extends EngineSocket {
+  readyState: string
+  close: (discard?: boolean) => void
+}
+
+/**
+ * Closes every open connection of the engine at the transport level, never
+ * with a Socket.IO DISCONNECT: socket.io-client 2.x takes a DISCONNECT as
+ * final and never comes back, while after a transport close it reconnects
+ * and joins again (PROTOCOL.md, "How clients take a server's goodbye").
+ *
+ * Engine.IO first writes what it holds for each connection; a websocket
+ * then gets a close frame after its queued frames, a polling client a
+ * `close` packet in its next response. Resolves once every connection and
+ * every websocket's TCP socket is closed, or after `patienceMs`, when what is
+ * left (peers that do not read, or do not answer the close frame) is cut.
+ */
+export async function closeTransports (clients: Iterable<unknown>, patienceMs: number): Promise<void> {
+  const closing: Array<Promise<void>> = []
+  const stragglers: Array<() => void> = []
+  for (const client of clients) {
+    const conn = client as ClosingSocket
+    if (conn.readyState !== 'open' && conn.readyState !== 'opening') continue
+    const transport = conn.transport
+    const ws = transport.name === 'websocket' ? transport.socket as undefined | { _socket?: Socket, terminate?: () => void } : undefined
+    const raw = ws?._socket
+    closing.push(new Promise((resolve) => { conn.once('close', () => { resolve() }) }))
+    if (raw !== undefined && !raw.destroyed) {
+      closing.push(new Promise((resolve) => { raw.once('close', () => { resolve() }) }))
+      // a sender the relay paused would never read the peer's close frame
+      transport.socket?.resume?.()
+    }
+    stragglers.push(() => {
+      if (raw !== undefined && !raw.destroyed) raw.destroy()
+      else if (conn.readyState !== 'closed') conn.close(true)
+    })
+    conn.close()
+  }
+  if (closing.length === 0) return
+  let timer: NodeJS.Timeout | undefined
+  const patience = new Promise<void>((resolve) => { timer = setTimeout(resolve, patienceMs) })
+  await Promise.race([Promise.all(closing), patience])
+  clearTimeout(timer)
+  for (const cut of stragglers) cut()
+}
+
+/** Engine.IO's open connections, kept in a protected record. */
+export function engineClients (io: RendezvousServer): unknown[] {
+  return Object.values((io.engine as unknown as { clients: Record<string, unknown> }).clients)
 }

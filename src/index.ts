@@ -1,7 +1,6 @@
 /**
  * `start(options)`: wires the parts together and returns the server handle.
  */
-import type { EventEmitter } from 'node:events'
 import type { Registry as PromRegistry } from 'prom-client'
 import type { AddressInfo } from 'node:net'
 import debug from 'debug'
@@ -10,6 +9,7 @@ import { Cluster } from './cluster.js'
 import { RELAY_LOW_WATER_RATIO, SLOW_PEER_ANNOUNCE_BYTES } from './constants.js'
 import { Discovery } from './discovery.js'
 import { Fanout } from './fanout.js'
+import { closeTransports, engineClients } from './flow.js'
 import { createServer } from './http.js'
 import { Joins, TAKEN_OVER } from './join.js'
 import { Limits } from './limits.js'
@@ -67,7 +67,10 @@ export interface RendezvousServer {
   /** Joined addresses, each with the id of the connection that holds it. */
   peers: () => Record<string, string>
   stats: () => ServerStats
-  /** Disconnects every client, releases the port and frees every timer. */
+  /**
+   * Closes every connection at the transport level (clients reconnect by
+   * themselves), releases the port and frees every timer.
+   */
   stop: () => Promise<void>
   /**
    * Graceful stop: `/health` answers 503 and new connections and dials are
@@ -82,20 +85,11 @@ function formatUri (protocol: string, host: string, port: number): string {
   return `${protocol}://${host.includes(':') ? `[${host}]` : host}:${port}`
 }
 
-/** How long stop() lets queued messages reach clients before it closes their connections. */
+/**
+ * How long stop() lets queued messages reach clients, and clients answer the
+ * close, before it cuts their connections.
+ */
 const STOP_FLUSH_MS = 1000
-
-async function disconnectAll (io: SocketServer, patienceMs: number): Promise<void> {
-  // Engine.IO keeps its open connections in a protected record
-  const conns = Object.values((io.engine as unknown as { clients: Record<string, EventEmitter> }).clients)
-  const closing = conns.map(async (conn) => await new Promise<void>((resolve) => { conn.once('close', () => { resolve() }) }))
-  if (closing.length === 0) return
-  // local: with the Redis adapter, the plain call would disconnect every node's clients
-  io.local.disconnectSockets(true)
-  let timer: NodeJS.Timeout | undefined
-  await Promise.race([Promise.all(closing), new Promise((resolve) => { timer = setTimeout(resolve, patienceMs) })])
-  clearTimeout(timer)
-}
 
 function countListeners (io: SocketServer): number {
   let n = 0
@@ -250,9 +244,11 @@ export async function start (options: Options = {}, defaults?: Defaults, worker?
       log('stopping')
       discovery.stop()
       relay.stop()
-      // a graceful disconnect flushes what is queued (the ends relay.stop()
-      // just sent) before the transport closes; io.close() would discard it
-      await disconnectAll(io, STOP_FLUSH_MS)
+      // transport closes, after what is queued (the ends relay.stop() just
+      // sent): clients reconnect, to this server restarted or to another node.
+      // io.close() would discard the queue; a Socket.IO disconnect would
+      // strand socket.io-client 2.x for good
+      await closeTransports(engineClients(io), STOP_FLUSH_MS)
       // the other nodes forget this one's peers now rather than after the timeout
       await cluster?.leave()
       // then closes the HTTP server

@@ -36,6 +36,8 @@ const PORT_ENV = 'RENDEZVOUS_WORKER_PORT'
 
 /** Worker → primary: serving. */
 const READY = 'rendezvous:ready'
+/** Worker → primary: draining, hand me no more connections (its clients are coming back for another worker). */
+const DRAINING = 'rendezvous:draining'
 /** Worker → primary: the metrics of all workers, please; and the answer back. */
 const METRICS = 'rendezvous:metrics'
 
@@ -134,6 +136,7 @@ export async function runWorkers (count: number, options: Options): Promise<Work
     worker.on('error', (err: Error) => { process.stderr.write(`rendezvous: worker ${worker.process.pid ?? '?'}: ${err.message}\n`) })
     worker.on('message', (message: unknown) => {
       if (isMessage(message, READY)) ready(slot, worker)
+      else if (isMessage(message, DRAINING)) draining(slot, worker)
       else if (isMessage(message, METRICS)) scrapeFor(worker, (message as MetricsReply).id)
     })
     worker.once('exit', (code: number | null, signal: string | null) => { exited(slot, worker, code, signal) })
@@ -150,6 +153,12 @@ export async function runWorkers (count: number, options: Options): Promise<Work
       started = true
       startup?.resolve()
     }
+  }
+
+  function draining (slot: Slot, worker: Worker): void {
+    if (slot.worker !== worker || !slot.ready) return
+    slot.ready = false
+    counted(worker).clientsCount += STARTING_BIAS
   }
 
   function exited (slot: Slot, worker: Worker, code: number | null, signal: string | null): void {
@@ -276,6 +285,7 @@ export async function runWorker (options: Options): Promise<RendezvousServer> {
   let server: RendezvousServer | undefined
   let stopping = false
   const drain = (): void => {
+    process.send?.({ type: DRAINING }, ignore)
     server?.shutdown().then(() => { process.exit(0) }, (err: unknown) => {
       process.stderr.write(`rendezvous: worker ${process.pid}: error while stopping: ${String(err)}\n`)
       process.exit(1)
