@@ -7,17 +7,11 @@ import { after, before, describe, it } from 'node:test'
 import { ERRORS } from '../src/index.js'
 import { CLIENT_KINDS, connect, type Client } from './helpers/clients.js'
 import { addressOf, libp2pIdentity, oldPeerId, randomAddress, withLegacyId, type Identity } from './helpers/keys.js'
+import { joinWithChallenge } from './helpers/join.js'
 import { startServer } from './helpers/server.js'
 import { until } from './helpers/wait.js'
 
 type Server = Awaited<ReturnType<typeof startServer>>
-
-async function joinWithChallenge (client: Client, address: string, identity: Identity): Promise<unknown[]> {
-  const [err, nonce] = await client.request('ss-join', address, identity.publicKeyHex)
-  assert.equal(err, null)
-  assert.equal(typeof nonce, 'string')
-  return await client.request('ss-join', address, await identity.sign(Buffer.from(nonce as string)))
-}
 
 describe('join and discovery without the crypto challenge', () => {
   let server: Server
