@@ -18,7 +18,7 @@ declare module 'socket.io-client-v2' {
 
 declare module 'libp2p-websocket-star' {
   class WebsocketStar {
-    constructor (options?: { id?: unknown, allowJoinWithDisabledChallenge?: boolean })
+    constructor (options?: { id?: unknown, allowJoinWithDisabledChallenge?: boolean, servers?: string[] })
     discovery: import('node:events').EventEmitter
     createListener (handler: (conn: any) => void): any
     dial (ma: unknown, callback: (err: Error | null, conn?: any) => void): any

@@ -1,12 +1,26 @@
 /**
- * The real old client, `libp2p-websocket-star@0.10.2`, as a peer of a test
- * server: one transport (WStar) and one listener per peer, with everything it
- * discovers and every connection it is dialled with recorded for assertions.
+ * The real old client, `libp2p-websocket-star@0.10.2` (or another released
+ * line: 0.8.1, 0.9.1, and `libp2p-websocket-star-multi@0.4.4` around 0.10.2),
+ * as a peer of a test server: one transport and one listener per peer, with
+ * everything it discovers and every connection it is dialled with recorded
+ * for assertions.
  */
-import WStar from 'libp2p-websocket-star'
+import { createRequire } from 'node:module'
+import type WStar from 'libp2p-websocket-star'
 import multiaddr from 'multiaddr'
 import { addressOf, oldPeerId } from './keys.js'
 import { within } from './wait.js'
+
+const require = createRequire(import.meta.url)
+
+/** The released lines of the old client that apps still use, by the version they report. */
+export const OLD_CLIENTS = {
+  '0.8.1': 'libp2p-websocket-star-v08',
+  '0.9.1': 'libp2p-websocket-star-v09',
+  '0.10.2': 'libp2p-websocket-star',
+  'multi 0.4.4': 'libp2p-websocket-star-multi'
+} as const
+export type OldClient = keyof typeof OLD_CLIENTS
 
 /** An incoming connection from the client: a pull-stream duplex (`interface-connection`). */
 export type OldConnection = any
@@ -26,6 +40,10 @@ export interface OldPeerOptions {
   peerId?: any
   /** The client's flag to join servers that do not run the crypto challenge. */
   allowJoinWithDisabledChallenge?: boolean
+  /** Which released line (default 0.10.2). */
+  client?: OldClient
+  /** For the multi client, which listens on every server it is given: the port of the one server here. */
+  port?: number
 }
 
 export interface OldPeer {
@@ -77,7 +95,11 @@ function portOf (server: ServerLike): number {
 /** A peer of the old client, not yet listening. */
 export async function oldPeer (options: OldPeerOptions = {}): Promise<OldPeer> {
   const peerId = options.peerId ?? (await oldPeerId()).peerId
-  const ws = new WStar({ id: peerId, allowJoinWithDisabledChallenge: options.allowJoinWithDisabledChallenge })
+  const client = options.client ?? '0.10.2'
+  const Transport = require(OLD_CLIENTS[client]) as typeof WStar
+  // the multi client takes its servers up front, as multiaddrs without the peer id
+  const servers = client === 'multi 0.4.4' ? [addressOf('', options.port).replace(/\/ipfs\/$/, '')] : undefined
+  const ws = new Transport({ id: peerId, allowJoinWithDisabledChallenge: options.allowJoinWithDisabledChallenge, ...(servers !== undefined ? { servers } : {}) })
   const discovered: string[] = []
   const peerInfos: any[] = []
   const fromJoinAck: string[] = []
@@ -99,6 +121,9 @@ export async function oldPeer (options: OldPeerOptions = {}): Promise<OldPeer> {
     incoming.push(conn)
     handler(conn)
   })
+  // the multi client's listener wraps one listener of the client per server
+  const inner = (): OldListener[] => servers !== undefined ? Object.values((listener as OldListener & { servers: Record<string, OldListener> }).servers) : [listener]
+  const down = (): void => { for (const l of inner()) if (l.io !== undefined) l._down() }
   // the listener only names the ack's peers after 'listening' and before calling back
   listener.on('listening', () => { events.push('listening'); inJoinAck = true })
   // an EventEmitter with no 'error' listener throws: the client emits one whenever listen fails
@@ -133,7 +158,7 @@ export async function oldPeer (options: OldPeerOptions = {}): Promise<OldPeer> {
         }), `listening on ${peer.address}`)
       } catch (err) {
         // a listen that never called back still holds its socket
-        if (listener.io !== undefined) listener._down()
+        down()
         throw err
       }
     },
@@ -156,7 +181,7 @@ export async function oldPeer (options: OldPeerOptions = {}): Promise<OldPeer> {
       await new Promise<void>((resolve, reject) => {
         listener.close((err?: Error) => { err !== undefined && err !== null ? reject(err) : resolve() })
       })
-      if (listener.io !== undefined) listener._down()
+      down()
     }
   }
   return peer
