@@ -27,6 +27,7 @@ export type OldConnection = any
 
 /** What the client's `Listener` offers; it is untyped CommonJS. */
 interface OldListener {
+  /** Its socket.io-client 2.x socket, while connected or reconnecting. */
   io?: unknown
   on: (event: string, listener: (...args: any[]) => void) => unknown
   listen: (ma: unknown, callback: (err?: Error) => void) => void
@@ -64,8 +65,16 @@ export interface OldPeer {
   fromJoinAck: string[]
   /** Lifecycle events of the listener, in order: `listening`, `error`, `close`. */
   events: string[]
-  /** Errors the listener emitted. */
+  /**
+   * Errors the listener emitted (a failed listen, or a failed join again after
+   * a reconnect); for the multi client, also those of its inner listeners once
+   * listening, which the multi client itself swallows.
+   */
   errors: Error[]
+  /** Why the listener's socket lost its connection, in order, once listening (`transport close`, `io server disconnect`…). */
+  disconnects: string[]
+  /** How many times its socket reconnected once listening (each time, the client joins again). */
+  reconnects: number
   /** Connections handed to the listener's handler, in order of arrival. */
   incoming: OldConnection[]
   /** What to do with each incoming connection besides recording it (default: nothing). */
@@ -124,6 +133,18 @@ export async function oldPeer (options: OldPeerOptions = {}): Promise<OldPeer> {
   // the multi client's listener wraps one listener of the client per server
   const inner = (): OldListener[] => servers !== undefined ? Object.values((listener as OldListener & { servers: Record<string, OldListener> }).servers) : [listener]
   const down = (): void => { for (const l of inner()) if (l.io !== undefined) l._down() }
+  const watched = new WeakSet<object>()
+  /** Records what becomes of the listener's connection(s) once listening. */
+  const watch = (): void => {
+    for (const l of inner()) {
+      const io = l.io as { on: (event: string, listener: (...args: any[]) => void) => unknown } | undefined
+      if (io === undefined || watched.has(io)) continue
+      watched.add(io)
+      io.on('disconnect', (reason: string) => { peer.disconnects.push(reason) })
+      io.on('reconnect', () => { peer.reconnects++ })
+      if (l !== listener) l.on('error', (err: Error) => { errors.push(err) })
+    }
+  }
   // the listener only names the ack's peers after 'listening' and before calling back
   listener.on('listening', () => { events.push('listening'); inJoinAck = true })
   // an EventEmitter with no 'error' listener throws: the client emits one whenever listen fails
@@ -143,6 +164,8 @@ export async function oldPeer (options: OldPeerOptions = {}): Promise<OldPeer> {
     fromJoinAck,
     events,
     errors,
+    disconnects: [],
+    reconnects: 0,
     incoming,
     onConnection: (h) => { handler = h },
     heard,
@@ -156,6 +179,7 @@ export async function oldPeer (options: OldPeerOptions = {}): Promise<OldPeer> {
             else resolve()
           })
         }), `listening on ${peer.address}`)
+        watch()
       } catch (err) {
         // a listen that never called back still holds its socket
         down()
