@@ -180,8 +180,10 @@ describe('a peer that stops reading during a discovery storm', () => {
       // relayed data is never dropped: held for the frozen peer up to the
       // relay's high-water mark (1 MiB, the default), it takes the peer's
       // unsent output past the cap (1 MiB here, 8 MiB by default), and the
-      // peer is disconnected
-      const chunks = [...makeChunks(64, 64 * KiB)]
+      // peer is disconnected. 64 MiB of it: more than the loopback socket
+      // buffers of a frozen peer can absorb however far the kernel grows
+      // them (tcp_rmem reaches 32 MiB here), so the excess must wait in the server
+      const chunks = [...makeChunks(1024, 64 * KiB)]
       queue(dialler.client, relayed.forward, chunks)
       const closed = await untilScraped(cli, (m) => valueOf(m, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }) === 2 && valueOf(m, 'rendezvous_peers') === 65,
         'the frozen websocket peer is disconnected for its unsent output')
