@@ -107,6 +107,10 @@ export class Eio3Client {
   /** Server events other than `ws-peer` (rare in a benchmark), decoded. */
   onEvent: ((name: string, args: unknown[]) => void) | undefined
   pingIntervalMs = DEFAULT_PING_INTERVAL_MS
+  /** `performance.now()` when the connection was asked for, when TCP connected and when socket.io's connect packet came. */
+  readonly startedAt = performance.now()
+  tcpConnectedAt: number | undefined
+  connectedAt: number | undefined
 
   private readonly socket: Socket
   private nextAckId = 0
@@ -140,7 +144,7 @@ export class Eio3Client {
     this.socket.write(
       `GET /socket.io/?EIO=3&transport=websocket HTTP/1.1\r\nHost: ${host}:${options.port}\r\n` +
       `Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`)
-    this.socket.once('connect', () => { this.stage = 'no upgrade' })
+    this.socket.once('connect', () => { this.stage = 'no upgrade'; this.tcpConnectedAt = performance.now() })
     this.socket.on('error', (err) => { this.gone(err.message) })
     this.socket.on('close', () => { this.gone('connection closed') })
   }
@@ -329,7 +333,7 @@ export class Eio3Client {
     if (engineType === 0x34 /* '4': message */) {
       const socketType = payload[1]
       if (socketType === 0x33 /* '3': ack */) return this.onAck(payload)
-      if (socketType === 0x30 /* '0': connect */) { this.onConnected?.(); this.onConnected = undefined; return }
+      if (socketType === 0x30 /* '0': connect */) { this.connectedAt = performance.now(); this.onConnected?.(); this.onConnected = undefined; return }
       if (socketType === 0x32 /* '2': event */) return this.onServerEvent(payload)
       if (socketType === 0x31 /* '1': disconnect */) return this.gone('disconnected by the server')
       if (socketType === 0x34 /* '4': error */) return this.gone(`socket.io error ${payload.toString('utf8', 2)}`)

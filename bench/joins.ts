@@ -24,11 +24,14 @@ const WATCHDOG_EVERY_MS = 250
 /** How one connected peer joins; rejects with the server's error. */
 export type JoinProcedure = (client: Eio3Client, index: number) => Promise<void>
 
-/** Crypto challenge off: one `ss-join` with a random address and empty data. */
-export const plainJoin: JoinProcedure = async (client) => {
-  const ack = await client.request('ss-join', [randomAddress(), ''], PEER_TIMEOUT_MS)
+/** Crypto challenge off: one `ss-join` of `address` with empty data; rejects with a JoinError when the server answers an error. */
+export async function joinAddress (client: Eio3Client, address: string): Promise<void> {
+  const ack = await client.request('ss-join', [address, ''], PEER_TIMEOUT_MS)
   if (ack.error !== null) throw new JoinError(String(ack.error))
 }
+
+/** Crypto challenge off, a random address. */
+export const plainJoin: JoinProcedure = async (client) => { await joinAddress(client, randomAddress()) }
 
 /**
  * Crypto challenge on: public key → nonce, then the nonce's signature → joined.
@@ -50,7 +53,7 @@ export function challengeJoin (identities: readonly Identity[]): JoinProcedure {
 }
 
 /** The server answered the join with an error. */
-class JoinError extends Error {}
+export class JoinError extends Error {}
 
 export interface JoinResult {
   n: number

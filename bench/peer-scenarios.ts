@@ -30,7 +30,7 @@ export interface Measured {
   raw: Record<string, unknown>
 }
 
-const count = (n: number): string => n.toLocaleString('en-US')
+export const count = (n: number): string => n.toLocaleString('en-US')
 
 function joinFigures (group: string, r: JoinResult): Figure[] {
   const none = r.joined === 0 ? 'no peer joined' : undefined
@@ -52,11 +52,11 @@ function rttFigures (group: string, when: string, rtt: RoundTrips): Figure[] {
   ]
 }
 
-/** Starts the prober and a fleet, and makes sure both are released. */
-async function setUp (target: Target, context: ScenarioContext): Promise<{ fleet: Fleet, stopProber: () => Promise<ProbeReport> }> {
+/** Starts the prober (one that reconnects, with `reconnect`) and a fleet, and makes sure both are released. */
+export async function setUp (target: Target, context: ScenarioContext, reconnect = false): Promise<{ fleet: Fleet, stopProber: () => Promise<ProbeReport> }> {
   const fleet = new Fleet()
   context.defer(() => { fleet.destroy() })
-  const prober = await startProber(target)
+  const prober = await startProber(target, reconnect)
   let report: Promise<ProbeReport> | undefined
   const stopProber = async (): Promise<ProbeReport> => { report ??= prober.stop(); return await report }
   context.defer(async () => { await stopProber().catch(() => {}) })

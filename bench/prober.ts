@@ -14,15 +14,29 @@ export interface Probe {
   answer: string | undefined
 }
 
+/** A reconnecting prober's time without a joined connection. */
+export interface Outage {
+  /** Epoch ms of the disconnect. */
+  at: number
+  /** socket.io-client's reason, e.g. `'transport close'`. */
+  reason: string
+  /** Epoch ms when it had joined again, if it did. */
+  rejoinedAt: number | undefined
+  /** Joins the server refused on the way. */
+  rejoinErrors: number
+}
+
 export type ProberMessage =
   | { type: 'ready' }
   | { type: 'failed', error: string }
-  | { type: 'done', probes: Probe[], lost: string | undefined, stoppedAt: number }
+  | { type: 'done', probes: Probe[], lost: string | undefined, outages: Outage[], stoppedAt: number }
 
 export interface ProbeReport {
   probes: Probe[]
   /** Why the prober's connection ended early, if it did. */
   lost: string | undefined
+  /** With `reconnect`: each disconnect and when it had joined again. */
+  outages: Outage[]
   stoppedAt: number
 }
 
@@ -30,9 +44,12 @@ export interface Prober {
   stop: () => Promise<ProbeReport>
 }
 
-/** Resolves once the prober has joined and started probing. */
-export async function startProber (target: Target): Promise<Prober> {
-  const worker = new Worker(new URL('./prober-worker.js', import.meta.url), { workerData: { url: target.url } })
+/**
+ * Resolves once the prober has joined and started probing. With `reconnect`
+ * it reconnects and joins again after the server closed its connection.
+ */
+export async function startProber (target: Target, reconnect = false): Promise<Prober> {
+  const worker = new Worker(new URL('./prober-worker.js', import.meta.url), { workerData: { url: target.url, reconnect } })
   const messages: ProberMessage[] = []
   let notify: (() => void) | undefined
   worker.on('message', (message: ProberMessage) => { messages.push(message); notify?.() })
@@ -57,7 +74,7 @@ export async function startProber (target: Target): Promise<Prober> {
       clearTimeout(guard)
       await worker.terminate()
       if (done.type !== 'done') throw new Error(done.type === 'failed' ? done.error : 'prober gave no report')
-      return { probes: done.probes, lost: done.lost, stoppedAt: done.stoppedAt }
+      return { probes: done.probes, lost: done.lost, outages: done.outages, stoppedAt: done.stoppedAt }
     }
   }
 }

@@ -4,6 +4,7 @@
  * process measured from outside; prints one table and writes a JSON file.
  *
  *   npm run bench -- --only=relay     run only the scenarios whose name contains "relay"
+ *   npm run bench -- --only=herd      only the restart herd, on both servers (about 5 minutes)
  *
  * Then the cluster comparison: this server in one process against
  * `--workers=2` clustered over a real Redis, in a second table.
@@ -15,6 +16,7 @@ import { redisAvailable, startRedis } from '../test/helpers/redis.js'
 import { table, type Figure, type Row, type ScenarioContext } from './figures.js'
 import { settleMachine, watchOthers } from './machine.js'
 import { cryptoJoins, joinThenIdle, joinThenStorm, makeIdentities, STORM_SECONDS, type Measured } from './peer-scenarios.js'
+import { HERD_PORT, HERD_SPAN_MS, restartHerd } from './restart-herd.js'
 import { progress } from './progress.js'
 import { relayThroughput, type RelayResult } from './relay.js'
 import { startTarget, type Target, type TargetName, type TargetOptions } from './targets.js'
@@ -82,6 +84,13 @@ const scenarios: Scenario[] = [
     name: 'peers 10,000: join, idle memory',
     limitMs: JOIN_LIMIT_MS[10000] + 80 * second,
     run: async (target, context) => await joinThenIdle(target, context, 10000, JOIN_LIMIT_MS[10000])
+  },
+  {
+    name: 'restart herd, 2,000 peers',
+    // a fixed port, so that the restarted server is where the peers come back to
+    options: { port: HERD_PORT },
+    limitMs: JOIN_LIMIT_MS[2000] + HERD_SPAN_MS,
+    run: async (target, context) => await restartHerd(target, context, 2000, JOIN_LIMIT_MS[2000])
   },
   {
     name: 'crypto joins Ed25519',

@@ -15,6 +15,21 @@ export interface TargetOptions {
   cryptoChallenge?: boolean
   /** Extra flags for this server's CLI (the old one has none to speak of). */
   args?: string[]
+  /** A fixed port; by default the kernel picks one. */
+  port?: number
+}
+
+/** When a restart's steps happened, epoch ms, as the bench saw them. */
+export interface Restart {
+  signal: NodeJS.Signals
+  signalledAt: number
+  exitedAt: number
+  /** The exit code, or the signal that ended the process. */
+  exit: string
+  /** True when the process outlived STOP_PATIENCE_MS and was killed. */
+  killed: boolean
+  /** When the new process printed that it listens. */
+  listeningAt: number
 }
 
 export interface Target {
@@ -28,6 +43,13 @@ export interface Target {
   /** True while the process runs. */
   alive: () => boolean
   stop: () => Promise<void>
+  /**
+   * Sends `signal`, waits for the process to exit (killing it after
+   * STOP_PATIENCE_MS) and starts a new one on the same port; from then on
+   * `pid`, `alive`, `rssBytes` and `stop` are the new process's, and
+   * `cpuSeconds` adds its CPU to the old one's.
+   */
+  restart: (signal: NodeJS.Signals) => Promise<Restart>
 }
 
 const NEW_BIN = fileURLToPath(new URL('../bin/rendezvous.js', import.meta.url))
@@ -63,22 +85,35 @@ export function cpuSecondsOf (pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
 }
 
-export async function startTarget (name: TargetName, options: TargetOptions = {}): Promise<Target> {
+/** How long a signalled server may take to exit before it is killed. */
+const STOP_PATIENCE_MS = 30_000
+/** While a server stops, its CPU is read this often: a process that has exited can no longer be read. */
+const CPU_SAMPLE_MS = 50
+
+interface Process {
+  proc: ChildProcess
+  pid: number
+  port: number
+  exited: Promise<void>
+}
+
+async function launch (name: TargetName, options: TargetOptions): Promise<Process> {
   const crypto = options.cryptoChallenge ?? false
+  const port = options.port ?? 0
   let proc: ChildProcess
   const env: NodeJS.ProcessEnv = { ...process.env, DEBUG: '' }
   if (name === 'new') {
-    const args = ['--host=127.0.0.1', '--port=0', ...(crypto ? [] : ['--disableCryptoChallenge']), ...(options.args ?? [])]
+    const args = ['--host=127.0.0.1', `--port=${port}`, ...(crypto ? [] : ['--disableCryptoChallenge']), ...(options.args ?? [])]
     proc = spawn(process.execPath, [NEW_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   } else {
     // the old CLI reads `--port=0` as "not given"; PORT=0 picks a free port
     const args = ['--host=127.0.0.1', ...(crypto ? [] : ['--disableCryptoChallenge'])]
-    proc = spawn(process.execPath, [OLD_BIN, ...args], { env: { ...env, PORT: '0' }, stdio: ['ignore', 'pipe', 'pipe'] })
+    proc = spawn(process.execPath, [OLD_BIN, ...args], { env: { ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] })
   }
   let output = ''
   proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
   const exited = new Promise<void>((resolve) => { proc.once('exit', () => { resolve() }) })
-  const port = await new Promise<number>((resolve, reject) => {
+  const listening = await new Promise<number>((resolve, reject) => {
     let stdout = ''
     const guard = setTimeout(() => { reject(new Error(`${name} server did not start: ${stdout} ${output}`)) }, 20_000)
     proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
@@ -91,22 +126,54 @@ export async function startTarget (name: TargetName, options: TargetOptions = {}
     })
     void exited.then(() => { clearTimeout(guard); reject(new Error(`${name} server exited: ${output}`)) })
   })
-  const pid = proc.pid as number
+  return { proc, pid: proc.pid as number, port: listening, exited }
+}
+
+const running = (p: Process): boolean => p.proc.exitCode === null && p.proc.signalCode === null
+
+export async function startTarget (name: TargetName, options: TargetOptions = {}): Promise<Target> {
+  let current = await launch(name, options)
+  const port = current.port
+  /** CPU seconds of the processes restarted away. */
+  let cpuBefore = 0
+  let stopped = false
+  const cpuOf = (p: Process): number => overTree(p.pid, cpuSecondsOf)
   return {
     name,
-    pid,
+    get pid () { return current.pid },
     port,
     url: `http://127.0.0.1:${port}`,
     // with --workers the work is done by child processes
-    cpuSeconds: () => overTree(pid, cpuSecondsOf),
-    rssBytes: () => overTree(pid, rssBytes),
-    alive: () => proc.exitCode === null && proc.signalCode === null,
+    cpuSeconds: () => cpuBefore + cpuOf(current),
+    rssBytes: () => overTree(current.pid, rssBytes),
+    alive: () => running(current),
     stop: async () => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return
-      proc.kill('SIGINT')
-      const guard = setTimeout(() => proc.kill('SIGKILL'), 10_000)
-      await exited
+      stopped = true
+      const p = current
+      if (!running(p)) return
+      p.proc.kill('SIGINT')
+      const guard = setTimeout(() => p.proc.kill('SIGKILL'), 10_000)
+      await p.exited
       clearTimeout(guard)
+    },
+    restart: async (signal) => {
+      const p = current
+      let lastCpu = cpuOf(p)
+      const sampler = setInterval(() => { if (running(p)) lastCpu = Math.max(lastCpu, cpuOf(p)) }, CPU_SAMPLE_MS)
+      const signalledAt = Date.now()
+      p.proc.kill(signal)
+      let killed = false
+      const guard = setTimeout(() => { killed = true; p.proc.kill('SIGKILL') }, STOP_PATIENCE_MS)
+      await p.exited
+      const exitedAt = Date.now()
+      clearTimeout(guard)
+      clearInterval(sampler)
+      cpuBefore += lastCpu
+      if (stopped) throw new Error('stopped while restarting')
+      current = await launch(name, { ...options, port })
+      // stopped while it started (a scenario's bound): nobody else will
+      if (stopped) current.proc.kill('SIGKILL')
+      return { signal, signalledAt, exitedAt, exit: String(p.proc.exitCode ?? p.proc.signalCode), killed, listeningAt: Date.now() }
     }
   }
 }
