@@ -188,18 +188,22 @@ export function unsentBytes (socket: PeerSocket): number {
   return bytes
 }
 
-/** Closes a connection at once, dropping what is queued: for peers that do not read. */
-export function terminate (socket: PeerSocket): void {
-  const conn = socket.conn as unknown as EngineSocket & { close: (discard?: boolean) => void }
+/** An Engine.IO connection as `closeTransports` and `terminate` drive it. */
+interface ClosingSocket extends EngineSocket {
+  readyState: string
+  close: (discard?: boolean) => void
+}
+
+/** Cuts a connection, dropping what is queued; nothing if it is closed already. */
+function cut (conn: ClosingSocket): void {
   const ws = conn.transport.socket as undefined | { terminate?: () => void }
   if (conn.transport.name === 'websocket' && ws?.terminate !== undefined) ws.terminate()
   else conn.close(true)
 }
 
-/** An Engine.IO connection as `closeTransports` drives it. */
-interface ClosingSocket extends EngineSocket {
-  readyState: string
-  close: (discard?: boolean) => void
+/** Closes a connection at once, dropping what is queued: for peers that do not read. */
+export function terminate (socket: PeerSocket): void {
+  cut(socket.conn as unknown as ClosingSocket)
 }
 
 /**
@@ -221,18 +225,14 @@ export async function closeTransports (clients: Iterable<unknown>, patienceMs: n
     const conn = client as ClosingSocket
     if (conn.readyState !== 'open' && conn.readyState !== 'opening') continue
     const transport = conn.transport
-    const ws = transport.name === 'websocket' ? transport.socket as undefined | { _socket?: Socket, terminate?: () => void } : undefined
-    const raw = ws?._socket
+    const raw = transport.name === 'websocket' ? (transport.socket as undefined | { _socket?: Socket })?._socket : undefined
     closing.push(new Promise((resolve) => { conn.once('close', () => { resolve() }) }))
     if (raw !== undefined && !raw.destroyed) {
       closing.push(new Promise((resolve) => { raw.once('close', () => { resolve() }) }))
       // a sender the relay paused would never read the peer's close frame
       transport.socket?.resume?.()
     }
-    stragglers.push(() => {
-      if (raw !== undefined && !raw.destroyed) raw.destroy()
-      else if (conn.readyState !== 'closed') conn.close(true)
-    })
+    stragglers.push(() => { cut(conn) })
     conn.close()
   }
   if (closing.length === 0) return
