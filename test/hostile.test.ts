@@ -38,7 +38,7 @@ import { addressOf, libp2pIdentity, randomAddress, type Identity } from './helpe
 import { sample, scrape } from './helpers/metrics.js'
 import { startCli, startServer, type CliServer } from './helpers/server.js'
 import { STREAM, Source, accepted, makeChunks, relay, send, sha256, type Received, type Relayed } from './helpers/streams.js'
-import { until, within } from './helpers/wait.js'
+import { eventually, until, within } from './helpers/wait.js'
 
 const require = createRequire(import.meta.url)
 const KiB = 1024
@@ -59,6 +59,9 @@ const FUZZ_DIAL_TIMEOUT_MS = 2500
 /** How long an acknowledgement may take: a dial's answer may wait out the dial timeout. */
 const ACK_BOUND_MS = FUZZ_DIAL_TIMEOUT_MS + 5000
 /** Hostile strings of one run together stay below this; each may be up to 100 KiB. */
+/** How long the honest peers' count on /health may take to settle after a run. */
+const HEALTH_PATIENCE_MS = 10_000
+
 const HUGE_BUDGET_BYTES = 320 * KiB
 const KNOWN_ERRORS = new Set<string>(Object.values(ERRORS))
 const WARNING = /warning.*not authenticated/i
@@ -405,15 +408,6 @@ function reportCause (err: unknown): void {
   if (cause !== undefined) process.stdout.write(`# the property failed with: ${inspect(cause).split('\n').join('\n# ')}\n`)
 }
 
-/** Resolves once `check()` resolves true; polls, as `until` does. */
-async function eventually (check: () => Promise<boolean>, what: string, patienceMs = 10_000): Promise<void> {
-  const deadline = Date.now() + patienceMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-
 /** Reports the input that was running if `cli` exits before `expected()` says it may. */
 function reportDeath (cli: CliServer, expected: () => boolean, running: () => string): void {
   void cli.exited.then((exit) => {
@@ -624,7 +618,7 @@ describe('hostile payloads', () => {
     process.stdout.write(`# the attackers' own dials that the server relayed: ${dials}; relayed bytes in all: ${sample(figures, 'rendezvous_relayed_bytes_total')}\n`)
     assert.ok(rounds >= 2, `only ${rounds} honest rounds completed while fuzzing`)
     // both honest peers still hold their addresses, and nothing an attacker joined is left
-    await eventually(async () => (await health(open)).peers === 2, 'only the two honest peers are joined')
+    await eventually(async () => (await health(open)).peers === 2, 'only the two honest peers are joined', HEALTH_PATIENCE_MS)
     const checker = await connect(url, 'v4')
     try {
       const [err, , others] = await checker.request('ss-join', randomAddress(), '')
@@ -672,7 +666,7 @@ describe('hostile payloads', () => {
     send(b.client, r.back, [])
     assert.equal((await within(r.atListener.done, 'a relay after the malformed packets')).sha256, sha256(chunks))
     await r.atDialer.done
-    await eventually(async () => (await health(open)).peers === 2, 'only the two honest peers are joined')
+    await eventually(async () => (await health(open)).peers === 2, 'only the two honest peers are joined', HEALTH_PATIENCE_MS)
   })
 })
 
@@ -897,7 +891,7 @@ describe('hostile joins with the crypto challenge on', () => {
     process.stdout.write(`# challenge fuzz: ${run} runs in ${((Date.now() - started) / 1000).toFixed(1)} s; answers: ${[...challengeTally].sort().map(([outcome, n]) => `${outcome}: ${n}`).join(', ')}\n`)
     // the victim still holds its address: dialing from it is authorized
     assert.deepEqual(await victimClient.request('ss-dial', victim.address, randomAddress(), randomUUID()), [ERRORS.PEER_NOT_FOUND])
-    await eventually(async () => (await health(cli)).peers === 1, 'only the victim is joined')
+    await eventually(async () => (await health(cli)).peers === 1, 'only the victim is joined', HEALTH_PATIENCE_MS)
   })
 })
 

@@ -17,7 +17,7 @@ import { childrenOf, tcpConnectionsOf } from './helpers/procfs.js'
 import { NO_REDIS, startRedis, type RedisProcess } from './helpers/redis.js'
 import { startCli, type CliServer } from './helpers/server.js'
 import { makeChunks, relay, send } from './helpers/streams.js'
-import { until, within } from './helpers/wait.js'
+import { eventually, until, within } from './helpers/wait.js'
 
 /** What socket.io-client reports after a Socket.IO DISCONNECT from the server: a 2.x client then never reconnects. */
 const SERVER_DISCONNECT = 'io server disconnect'
@@ -95,15 +95,6 @@ async function healthPeers (port: number): Promise<number> {
 async function peerHashKeys (redis: RedisProcess): Promise<string[]> {
   const reply = await redis.command('HKEYS', PEERS_KEY)
   return reply.split('\r\n').filter((line, i) => i > 0 && line !== '' && !line.startsWith('$'))
-}
-
-/** Polls an async condition. */
-async function eventually (condition: () => Promise<boolean>, what: string, patienceMs = 20_000): Promise<void> {
-  const deadline = Date.now() + patienceMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
 }
 
 describe('rolling restart of three nodes behind the compose nginx', { skip: NO_REDIS !== false ? NO_REDIS : NO_NGINX }, () => {

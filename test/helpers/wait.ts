@@ -10,6 +10,15 @@ export async function until (condition: () => boolean, what: string, patienceMs 
   }
 }
 
+/** Resolves once `check()` resolves true: `until` for a condition that must be fetched (a scrape, a Redis reply). */
+export async function eventually (check: () => Promise<boolean>, what: string, patienceMs = PATIENCE_MS): Promise<void> {
+  const deadline = Date.now() + patienceMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
 /** Rejects with a message naming `what` if `promise` has not settled in time: a guard against hangs. */
 export async function within<T> (promise: Promise<T>, what: string, patienceMs = PATIENCE_MS): Promise<T> {
   let guard: NodeJS.Timeout | undefined
