@@ -106,3 +106,5 @@ export const PING_TIMEOUT_MS = 20 * second
 
 /** Cluster mode: a node whose heartbeat key has not been refreshed for this long is dead, and its peers are purged. */
 export const CLUSTER_NODE_TIMEOUT_MS = 30 * second
+/** How far the discovery budget may run ahead or into debt, in seconds of budget. */
+export const DISCOVERY_BUDGET_BURST_SECONDS = 0.2

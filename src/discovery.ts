@@ -19,12 +19,12 @@
  * budget into debt, which the refreshes then repay.
  *
  * In cluster mode each node announces the addresses it holds, to its own
- * peers and, through `elsewhere`, to the other nodes, which deliver them to
+ * peers and, through `otherNodes`, to the other nodes, which deliver them to
  * theirs (`deliver`). The budget then counts the listeners of every node.
  */
-import { DISCOVERY_FRESH_DELAY_MIN_MS, DISCOVERY_FRESH_DELAY_PER_LISTENER_MS, DISCOVERY_TICK_MAX_MS, DISCOVERY_TICK_MIN_MS, JOINED_ROOM } from './constants.js'
-import type { Announcement, Fanout } from './fanout.js'
-import type { PeerSocket, RendezvousServer } from './protocol.js'
+import { DISCOVERY_BUDGET_BURST_SECONDS, DISCOVERY_FRESH_DELAY_MIN_MS, DISCOVERY_FRESH_DELAY_PER_LISTENER_MS, DISCOVERY_TICK_MAX_MS, DISCOVERY_TICK_MIN_MS } from './constants.js'
+import type { Announcement, Announcer } from './fanout.js'
+import type { PeerSocket } from './protocol.js'
 
 interface Entry extends Announcement {
   /** Still to be announced as a new join. */
@@ -36,8 +36,22 @@ export interface DiscoveryConfig {
   maxAnnouncementsPerSecond: number
 }
 
-/** How far the budget may run ahead or into debt, in seconds of budget. */
-const BUDGET_BURST_SECONDS = 0.2
+/** Cluster mode: the peers of the other nodes. */
+export interface OtherNodes {
+  /** Connections hearing announcements there. */
+  listeners: () => number
+  /** Hands a batch of this node's addresses to them; the first `fresh` are new joins. */
+  announce: (addresses: string[], fresh: number) => void
+}
+
+export interface DiscoveryComponents {
+  /** Writes each batch to this node's peers, and knows who hears them. */
+  announcer: Announcer
+  /** Told after each slice of a batch: deliveries, and those skipped for peers not reading. */
+  announced?: (deliveries: number, dropped: number) => void
+  /** Cluster mode only. */
+  otherNodes?: OtherNodes
+}
 
 export class Discovery {
   /** Addresses in announcement order; `[0, cursor)` have been announced this round. */
@@ -56,22 +70,29 @@ export class Discovery {
   private fresh: Entry[] = []
   private freshHead = 0
   private readonly tickMs: number
-  /** `ws-peer` messages delivered to connections since start. */
-  sent = 0
+  private delivered = 0
   /** The refresh interval in force, stretched by the budget. */
-  effectiveIntervalMs: number
-  /** Cluster mode: listeners on the other nodes, and where each batch goes for them. */
-  remoteListeners: () => number = () => 0
-  elsewhere: (addresses: string[], fresh: number) => void = () => {}
+  private intervalMs: number
+  private readonly announcer: Announcer
+  private readonly announced: (deliveries: number, dropped: number) => void
+  private readonly otherNodes: OtherNodes | undefined
 
-  constructor (
-    private readonly io: RendezvousServer,
-    private readonly config: DiscoveryConfig,
-    private readonly fanout: Fanout,
-    private readonly onAnnounced: (deliveries: number, dropped: number) => void = () => {}
-  ) {
+  constructor (components: DiscoveryComponents, private readonly config: DiscoveryConfig) {
+    this.announcer = components.announcer
+    this.announced = components.announced ?? (() => {})
+    this.otherNodes = components.otherNodes
     this.tickMs = Math.min(DISCOVERY_TICK_MAX_MS, Math.max(DISCOVERY_TICK_MIN_MS, Math.floor(config.refreshPeerListIntervalMS / 100)))
-    this.effectiveIntervalMs = config.refreshPeerListIntervalMS
+    this.intervalMs = config.refreshPeerListIntervalMS
+  }
+
+  /** The refresh interval in force, stretched by the budget. */
+  get effectiveIntervalMs (): number {
+    return this.intervalMs
+  }
+
+  /** `ws-peer` messages delivered to connections since start. */
+  get sent (): number {
+    return this.delivered
   }
 
   /** Addresses being announced. */
@@ -81,17 +102,17 @@ export class Discovery {
 
   /** Connections that receive announcements. */
   get listeners (): number {
-    return this.io.sockets.adapter.rooms.get(JOINED_ROOM)?.size ?? 0
+    return this.announcer.listeners
   }
 
   /** The connection now holds an address: it hears about the others. */
   subscribe (socket: PeerSocket): void {
-    void socket.join(JOINED_ROOM)
+    this.announcer.subscribe(socket)
   }
 
   /** The connection holds no address any more. */
   unsubscribe (socket: PeerSocket): void {
-    void socket.leave(JOINED_ROOM)
+    this.announcer.unsubscribe(socket)
   }
 
   /** Announces `address` at once, then every interval until `remove`. */
@@ -145,7 +166,7 @@ export class Discovery {
 
   stop (): void {
     this.stopTimers()
-    this.fanout.stop()
+    this.announcer.stop()
     this.entries.length = 0
     this.positions.clear()
     this.fresh = []
@@ -154,7 +175,7 @@ export class Discovery {
   }
 
   private burst (): number {
-    return this.config.maxAnnouncementsPerSecond * BUDGET_BURST_SECONDS
+    return this.config.maxAnnouncementsPerSecond * DISCOVERY_BUDGET_BURST_SECONDS
   }
 
   /** Makes sure a tick comes within `delayMs`: one timer, moved earlier when asked. */
@@ -174,7 +195,7 @@ export class Discovery {
 
   private tick (): void {
     // the last batch is still going out: this one waits, and will carry what is due by then
-    if (this.fanout.busy) return
+    if (this.announcer.busy) return
     const now = Date.now()
     const elapsed = now - this.lastTick
     this.lastTick = now
@@ -182,7 +203,7 @@ export class Discovery {
     this.tokens = Math.min(this.burst(), this.tokens + rate * elapsed / 1000)
     const total = this.entries.length
     // what one announcement costs: a delivery to every other joined connection
-    const cost = Math.max(1, this.listeners - 1 + this.remoteListeners())
+    const cost = Math.max(1, this.listeners - 1 + (this.otherNodes?.listeners() ?? 0))
     const batch: Announcement[] = []
 
     // new joins first, into debt if need be, but not beyond one burst of it
@@ -200,8 +221,8 @@ export class Discovery {
     const fresh = batch.length
 
     // then the refresh round, at the interval the budget allows
-    this.effectiveIntervalMs = Math.max(this.config.refreshPeerListIntervalMS, 1000 * total * cost / rate)
-    this.credit = Math.min(total, this.credit + total * elapsed / this.effectiveIntervalMs)
+    this.intervalMs = Math.max(this.config.refreshPeerListIntervalMS, 1000 * total * cost / rate)
+    this.credit = Math.min(total, this.credit + total * elapsed / this.intervalMs)
     let due = Math.min(total, Math.floor(this.credit), Math.max(0, Math.floor(this.tokens / cost)))
     this.credit -= due
     this.tokens -= due * cost
@@ -212,15 +233,15 @@ export class Discovery {
     }
 
     if (batch.length === 0) return
-    this.elsewhere(batch.map((entry) => entry.address), fresh)
+    this.otherNodes?.announce(batch.map((entry) => entry.address), fresh)
     this.deliver(batch, fresh)
   }
 
   /** Delivers announcements to every peer here but their holders; those of other nodes come with no holder. */
   deliver (batch: readonly Announcement[], fresh: number): void {
-    this.fanout.send(batch, fresh, (deliveries, dropped) => {
-      this.sent += deliveries
-      this.onAnnounced(deliveries, dropped)
+    this.announcer.send(batch, fresh, (deliveries, dropped) => {
+      this.delivered += deliveries
+      this.announced(deliveries, dropped)
     })
   }
 

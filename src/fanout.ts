@@ -19,7 +19,7 @@
  * relayed data) back for the whole of it.
  */
 import { isWebSocket, rawSocketOf } from './flow.js'
-import { EVENTS, type RendezvousServer } from './protocol.js'
+import { EVENTS, type PeerSocket, type RendezvousServer } from './protocol.js'
 import { FANOUT_SLICE_SOCKETS, JOINED_ROOM } from './constants.js'
 
 export interface Announcement {
@@ -57,11 +57,38 @@ function encode (batch: readonly Announcement[]): { buffer: Buffer, offsets: num
 /** Told after each slice: announcements delivered, and those skipped for peers not reading. */
 export type FanoutReport = (deliveries: number, dropped: number) => void
 
-export class Fanout {
+/** What discovery needs to reach the peers that hear announcements. */
+export interface Announcer {
+  /** Connections that hear announcements. */
+  readonly listeners: number
+  /** Whether a batch is still being written. */
+  readonly busy: boolean
+  subscribe: (socket: PeerSocket) => void
+  unsubscribe: (socket: PeerSocket) => void
+  send: (batch: readonly Announcement[], fresh: number, report: FanoutReport) => void
+  /** Cancels what is not written yet. */
+  stop: () => void
+}
+
+export class Fanout implements Announcer {
   /** Slices still to write, so that `stop` can cancel them. */
   private readonly pending = new Set<NodeJS.Immediate>()
 
   constructor (private readonly io: RendezvousServer, private readonly slowBytes: number) {}
+
+  get listeners (): number {
+    return this.io.sockets.adapter.rooms.get(JOINED_ROOM)?.size ?? 0
+  }
+
+  /** The connection now holds an address: it hears about the others. */
+  subscribe (socket: PeerSocket): void {
+    void socket.join(JOINED_ROOM)
+  }
+
+  /** The connection holds no address any more. */
+  unsubscribe (socket: PeerSocket): void {
+    void socket.leave(JOINED_ROOM)
+  }
 
   /**
    * Sends every announcement of `batch` to every joined connection but its

@@ -159,16 +159,22 @@ export async function start (options: Options = {}, defaults?: Defaults, worker?
   })
   const io = createSocketServer(http, config, (req) => draining ? ERRORS.SHUTTING_DOWN : limits.refusal(req))
   const limits = new Limits(config, io, registry, metrics.connectionClosed)
-  const discovery = new Discovery(io, config, new Fanout(io, SLOW_PEER_ANNOUNCE_BYTES), metrics.announced)
+  const cluster: Cluster | undefined = config.redis !== undefined
+    ? new Cluster(io, { redis: config.redis, clusterNodeTimeoutMS: config.clusterNodeTimeoutMS }, () => ({ listeners: discovery.listeners, peers: registry.size }))
+    : undefined
+  const discovery: Discovery = new Discovery({
+    announcer: new Fanout(io, SLOW_PEER_ANNOUNCE_BYTES),
+    announced: metrics.announced,
+    ...(cluster !== undefined ? { otherNodes: { listeners: () => cluster.up ? cluster.remoteListeners : 0, announce: (addresses, fresh) => { cluster.announce(addresses, fresh) } } } : {})
+  }, config)
   const joins = new Joins(config, registry, challenges, discovery, metrics, (socket, address) => {
     relay.addressReleased(socket, address)
     if (registry.addressesOf(socket.id) === undefined) limits.unjoined(socket)
   })
   wireSockets(io, { joins, relay, limits, metrics })
-  const cluster = config.redis !== undefined ? joinCluster(config.redis) : undefined
+  if (cluster !== undefined) joinCluster(cluster)
 
-  function joinCluster (redis: string): Cluster {
-    const cluster = new Cluster(io, { redis, clusterNodeTimeoutMS: config.clusterNodeTimeoutMS }, () => ({ listeners: discovery.listeners, peers: registry.size }))
+  function joinCluster (cluster: Cluster): void {
     cluster.onPurged = metrics.purged
     relay.cluster = {
       node: cluster.node,
@@ -177,8 +183,6 @@ export async function start (options: Options = {}, defaults?: Defaults, worker?
       watch: (node) => { cluster.watch(node) }
     }
     joins.cluster = cluster
-    discovery.remoteListeners = () => cluster.up ? cluster.remoteListeners : 0
-    discovery.elsewhere = (addresses, fresh) => { cluster.announce(addresses, fresh) }
     const guard = (what: string, fn: () => void | Promise<void>): void => {
       const failed = (err: unknown): void => { logError('cluster: %s failed: %O', what, err) }
       try {
@@ -206,7 +210,6 @@ export async function start (options: Options = {}, defaults?: Defaults, worker?
         for (const [address, id] of lost) joins.takenElsewhere(address, id)
       })
     })
-    return cluster
   }
 
   try {

@@ -1157,7 +1157,7 @@ async function wire (faulty: JoinFn): Promise<Wired> {
   const http = createHttpServer(undefined, { page: () => '', metrics: metrics.scrape, health: () => ({ status: 200, body: {} }) })
   io = createSocketServer(http, config, () => undefined)
   const limits = new Limits(config, io, registry)
-  const discovery = new Discovery(io, config, new Fanout(io, SLOW_PEER_ANNOUNCE_BYTES))
+  const discovery = new Discovery({ announcer: new Fanout(io, SLOW_PEER_ANNOUNCE_BYTES) }, config)
   const real = new Joins(config, registry, challenges, discovery, metrics, (socket, address) => { relay.addressReleased(socket, address) })
   const joins = {
     join: (socket: PeerSocket, request: JoinRequest) => faulty(real, socket, request),
