@@ -238,8 +238,8 @@ export class Eio3Client {
     }
     const head = data.toString('latin1', 0, end)
     this.handshake = undefined
-    if (!head.startsWith('HTTP/1.1 101')) return this.gone(`upgrade refused: ${head.split('\r\n')[0] ?? ''}`)
-    if (!head.includes(this.expectedAccept)) return this.gone('bad Sec-WebSocket-Accept')
+    if (!head.startsWith('HTTP/1.1 101')) { this.gone(`upgrade refused: ${head.split('\r\n')[0] ?? ''}`); return }
+    if (!head.includes(this.expectedAccept)) { this.gone('bad Sec-WebSocket-Accept'); return }
     this.stage = 'no Engine.IO open packet'
     if (data.length > end + 4) this.onData(data.subarray(end + 4))
   }
@@ -262,8 +262,8 @@ export class Eio3Client {
     while (this.closedReason === undefined) {
       const left = buf.length - offset
       if (left < 2) break
-      const b0 = buf[offset] as number
-      const b1 = buf[offset + 1] as number
+      const b0 = buf[offset]
+      const b1 = buf[offset + 1]
       let length = b1 & 0x7f
       let header = 2
       if (length === 126) {
@@ -275,7 +275,7 @@ export class Eio3Client {
         length = buf.readUInt32BE(offset + 2) * 2 ** 32 + buf.readUInt32BE(offset + 6)
         header = 10
       }
-      if ((b1 & 0x80) !== 0) return this.gone('server sent a masked frame')
+      if ((b1 & 0x80) !== 0) { this.gone('server sent a masked frame'); return }
       if (left < header + length) {
         this.needed = header + length
         break
@@ -303,7 +303,7 @@ export class Eio3Client {
         else this.fragments = [Buffer.from(payload)]
         return
       case OPCODE_CONTINUATION:
-        if (this.fragments === undefined) return this.gone('continuation without a first fragment')
+        if (this.fragments === undefined) { this.gone('continuation without a first fragment'); return }
         this.fragments.push(Buffer.from(payload))
         if (fin) {
           const whole = Buffer.concat(this.fragments)
@@ -332,11 +332,11 @@ export class Eio3Client {
     const engineType = payload[0]
     if (engineType === 0x34 /* '4': message */) {
       const socketType = payload[1]
-      if (socketType === 0x33 /* '3': ack */) return this.onAck(payload)
+      if (socketType === 0x33 /* '3': ack */) { this.onAck(payload); return }
       if (socketType === 0x30 /* '0': connect */) { this.connectedAt = performance.now(); this.onConnected?.(); this.onConnected = undefined; return }
-      if (socketType === 0x32 /* '2': event */) return this.onServerEvent(payload)
-      if (socketType === 0x31 /* '1': disconnect */) return this.gone('disconnected by the server')
-      if (socketType === 0x34 /* '4': error */) return this.gone(`socket.io error ${payload.toString('utf8', 2)}`)
+      if (socketType === 0x32 /* '2': event */) { this.onServerEvent(payload); return }
+      if (socketType === 0x31 /* '1': disconnect */) { this.gone('disconnected by the server'); return }
+      if (socketType === 0x34 /* '4': error */) { this.gone(`socket.io error ${payload.toString('utf8', 2)}`); return }
       return
     }
     if (engineType === 0x30 /* '0': open */) {
@@ -347,7 +347,7 @@ export class Eio3Client {
       this.pingTimer = setInterval(() => { this.sendText('2') }, this.pingIntervalMs)
       return
     }
-    if (engineType === 0x31 /* '1': close */) return this.gone('closed by the server (engine.io)')
+    if (engineType === 0x31 /* '1': close */) { this.gone('closed by the server (engine.io)'); return }
     if (engineType === 0x32 /* '2': ping, Engine.IO v4 only */) this.sendText('3')
     // '3' (pong) needs nothing
   }
@@ -356,7 +356,7 @@ export class Eio3Client {
     let i = 2
     let id = 0
     for (; i < payload.length; i++) {
-      const c = payload[i] as number
+      const c = payload[i]
       if (c < 0x30 || c > 0x39) break
       id = id * 10 + c - 0x30
     }

@@ -7,6 +7,7 @@ import { setMaxListeners } from 'node:events'
 import { performance } from 'node:perf_hooks'
 import { addressOf, randomAddress, type Identity } from '../test/helpers/keys.js'
 import { Eio3Client } from './eio3-client.js'
+import { errorText } from './error-text.js'
 import type { Fleet } from './fleet.js'
 import { progress } from './progress.js'
 import { percentile } from './stats.js'
@@ -27,7 +28,7 @@ export type JoinProcedure = (client: Eio3Client, index: number) => Promise<void>
 /** Crypto challenge off: one `ss-join` of `address` with empty data; rejects with a JoinError when the server answers an error. */
 export async function joinAddress (client: Eio3Client, address: string): Promise<void> {
   const ack = await client.request('ss-join', [address, ''], PEER_TIMEOUT_MS)
-  if (ack.error !== null) throw new JoinError(String(ack.error))
+  if (ack.error !== null) throw new JoinError(errorText(ack.error))
 }
 
 /** Crypto challenge off, a random address. */
@@ -41,14 +42,14 @@ export const plainJoin: JoinProcedure = async (client) => { await joinAddress(cl
  */
 export function challengeJoin (identities: readonly Identity[]): JoinProcedure {
   return async (client, index) => {
-    const identity = identities[index % identities.length] as Identity
+    const identity = identities[index % identities.length]
     const address = addressOf(identity.id)
     const challenge = await client.request('ss-join', [address, identity.publicKeyHex], PEER_TIMEOUT_MS)
-    if (challenge.error !== null) throw new JoinError(String(challenge.error))
+    if (challenge.error !== null) throw new JoinError(errorText(challenge.error))
     const nonce = challenge.args[1]
     if (typeof nonce !== 'string') throw new JoinError('no nonce in the challenge')
     const answer = await client.request('ss-join', [address, await identity.sign(Buffer.from(nonce))], PEER_TIMEOUT_MS)
-    if (answer.error !== null) throw new JoinError(String(answer.error))
+    if (answer.error !== null) throw new JoinError(errorText(answer.error))
   }
 }
 

@@ -15,8 +15,9 @@ const CLOCK_TICKS = 100
  */
 export function machineBusySeconds (): number {
   const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? ''
-  const [, user, nice, system] = line.trim().split(/\s+/).map(Number)
-  return ((user ?? 0) + (nice ?? 0) + (system ?? 0)) / CLOCK_TICKS
+  // cpu user nice system …
+  const fields = line.trim().split(/\s+/).map(Number)
+  return ((fields[1] ?? 0) + (fields[2] ?? 0) + (fields[3] ?? 0)) / CLOCK_TICKS
 }
 
 /** Watches a span of time; `stop` tells how many cores processes other than `pid` and this one kept busy on average. */

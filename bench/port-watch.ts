@@ -30,7 +30,7 @@ export function watchPort (port: number): { opened: Promise<PortOpening>, stop: 
   return { opened, stop: async () => { await worker.terminate() } }
 }
 
-if (!isMainThread && parentPort !== null && typeof (workerData as { port?: unknown })?.port === 'number') {
+if (!isMainThread && parentPort !== null && typeof (workerData as { port?: unknown } | null | undefined)?.port === 'number') {
   const { port } = workerData as { port: number }
   const post = parentPort.postMessage.bind(parentPort)
   const now = (): number => performance.timeOrigin + performance.now()

@@ -15,6 +15,7 @@ import { performance } from 'node:perf_hooks'
 import { parentPort, workerData } from 'node:worker_threads'
 import ioV2 from 'socket.io-client-v2'
 import { randomAddress } from '../test/helpers/keys.js'
+import { errorText } from './error-text.js'
 import type { Outage, Probe, ProberMessage } from './prober.js'
 
 /** How often a probe is sent, as issue 5 asks. */
@@ -55,8 +56,8 @@ socket.on('connect', join)
 function join (): void {
   socket.emit('ss-join', address, '', (err: unknown) => {
     if (err !== null) {
-      if (timer === undefined) return post({ type: 'failed', error: `prober could not join: ${String(err)}` })
-      const outage = outages[outages.length - 1]
+      if (timer === undefined) { post({ type: 'failed', error: `prober could not join: ${errorText(err)}` }); return }
+      const outage = outages.at(-1)
       if (outage !== undefined) outage.rejoinErrors++
       setTimeout(() => { if (socket.connected) join() }, REJOIN_RETRY_MS)
       return
@@ -67,7 +68,7 @@ function join (): void {
       timer = setInterval(probe, PROBE_EVERY_MS)
       return
     }
-    const outage = outages[outages.length - 1]
+    const outage = outages.at(-1)
     if (outage !== undefined) outage.rejoinedAt = now()
     const waiting = held
     held = []
@@ -89,7 +90,7 @@ function send (entry: Probe, dueAt: number): void {
   })
 }
 
-port.on('message', (message: { type: 'stop' }) => {
+port.on('message', (message: { type: string }) => {
   if (message.type !== 'stop') return
   if (timer !== undefined) clearInterval(timer)
   post({ type: 'done', probes, lost, outages, stoppedAt: now() })

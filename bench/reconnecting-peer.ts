@@ -79,22 +79,30 @@ export class ReconnectingPeer {
       this.retry = setTimeout(() => { this.attempt() }, RETRY_MIN_MS + Math.random() * (RETRY_MAX_MS - RETRY_MIN_MS))
     }
     Eio3Client.connect({ port: this.port, timeoutMs: PEER_TIMEOUT_MS }).then(async (client) => {
-      if (this.stopped) { client.destroy(); return }
+      if (this.discardIfStopped(client)) return
       try {
         await joinAddress(client, this.address)
       } catch (err) {
         client.destroy()
         const message = (err as Error).message
-        return fail(err instanceof JoinError ? 'join refused' : message.startsWith('no answer') ? 'join timeout' : 'join cut', message)
+        fail(err instanceof JoinError ? 'join refused' : message.startsWith('no answer') ? 'join timeout' : 'join cut', message)
+        return
       }
-      if (this.stopped) { client.destroy(); return }
+      if (this.discardIfStopped(client)) return
       this.joinedAt = Date.now()
       this.adopt(client)
       const tcp = client.tcpConnectedAt ?? client.startedAt
       const open = client.connectedAt ?? tcp
       this.log.joined(this, { tcpMs: tcp - client.startedAt, openMs: open - tcp, joinMs: performance.now() - open })
-    }, (err: Error) => {
-      fail(err.message.includes('ECONNREFUSED') ? 'port closed' : err.message.startsWith('connect timeout') ? 'connect timeout' : 'connect', err.message)
+    }, (err: unknown) => {
+      const message = (err as Error).message
+      fail(message.includes('ECONNREFUSED') ? 'port closed' : message.startsWith('connect timeout') ? 'connect timeout' : 'connect', message)
     })
+  }
+
+  /** stop() may come while an attempt connects or joins: then the attempt's client is dropped. */
+  private discardIfStopped (client: Eio3Client): boolean {
+    if (this.stopped) client.destroy()
+    return this.stopped
   }
 }

@@ -6,6 +6,7 @@ import { connect, type Client } from '../test/helpers/clients.js'
 import { randomAddress } from '../test/helpers/keys.js'
 import { makeChunks, relay, send, sha256 } from '../test/helpers/streams.js'
 import { within } from '../test/helpers/wait.js'
+import { errorText } from './error-text.js'
 import type { Target } from './targets.js'
 
 const MiB = 1024 * 1024
@@ -26,7 +27,7 @@ async function joined (url: string): Promise<{ client: Client, address: string }
   const client = await connect(url, 'v2')
   const address = randomAddress()
   const [err] = await client.request('ss-join', address, '')
-  if (err !== null) throw new Error(`join failed: ${String(err)}`)
+  if (err !== null) throw new Error(`join failed: ${errorText(err)}`)
   return { client, address }
 }
 

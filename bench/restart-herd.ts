@@ -145,7 +145,7 @@ export async function restartHerd (target: Target, context: ScenarioContext, n: 
     portOpening: opening ?? null,
     counts: herd.counts({ exitedAt: restart.exitedAt, listeningAt: listening }, attempts),
     allRejoinedSeconds: allAt === undefined ? undefined : (allAt - listening) / second,
-    medianRejoinSeconds: sortedRejoins.length === 0 ? undefined : ((sortedRejoins[Math.floor(sortedRejoins.length / 2)] as number) - listening) / second,
+    medianRejoinSeconds: sortedRejoins.length === 0 ? undefined : (sortedRejoins[Math.floor(sortedRejoins.length / 2)] - listening) / second,
     rejoinLimitSeconds: REJOIN_LIMIT_MS / second,
     rejoinHistogram: [...histogram],
     connectedAtEnd,

@@ -221,7 +221,7 @@ async function main (): Promise<void> {
     raw[scenario.name] = { new: rawOf(results.new), old: rawOf(results.old) }
   }
   const cluster = only === undefined || CLUSTER_SCENARIO.includes(only) ? await clusterComparison() : undefined
-  if (cluster !== undefined) raw[CLUSTER_SCENARIO] = cluster.raw as Record<TargetName, unknown>
+  if (cluster !== undefined) raw[CLUSTER_SCENARIO] = cluster.raw
   const minutes = (Date.now() - began) / 60_000
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node.js ${process.version}`
   if (rows.length > 0) process.stdout.write(`\n${table(rows)}\n`)

@@ -62,7 +62,7 @@ export function processTree (pid: number): number[] {
   const tree = [pid]
   for (let i = 0; i < tree.length; i++) {
     try {
-      const children = readFileSync(`/proc/${tree[i] as number}/task/${tree[i] as number}/children`, 'utf8').trim()
+      const children = readFileSync(`/proc/${tree[i]}/task/${tree[i]}/children`, 'utf8').trim()
       if (children !== '') tree.push(...children.split(' ').map(Number))
     } catch {}
   }
@@ -137,6 +137,8 @@ export async function startTarget (name: TargetName, options: TargetOptions = {}
   /** CPU seconds of the processes restarted away. */
   let cpuBefore = 0
   let stopped = false
+  // read through a call: TypeScript would keep a check's narrowing across restart()'s awaits, during which stop() can set it
+  const isStopped = (): boolean => stopped
   const cpuOf = (p: Process): number => overTree(p.pid, cpuSecondsOf)
   return {
     name,
@@ -169,10 +171,10 @@ export async function startTarget (name: TargetName, options: TargetOptions = {}
       clearTimeout(guard)
       clearInterval(sampler)
       cpuBefore += lastCpu
-      if (stopped) throw new Error('stopped while restarting')
+      if (isStopped()) throw new Error('stopped while restarting')
       current = await launch(name, { ...options, port })
       // stopped while it started (a scenario's bound): nobody else will
-      if (stopped) current.proc.kill('SIGKILL')
+      if (isStopped()) current.proc.kill('SIGKILL')
       return { signal, signalledAt, exitedAt, exit: String(p.proc.exitCode ?? p.proc.signalCode), killed, listeningAt: Date.now() }
     }
   }

@@ -7,3 +7,8 @@ import debug from 'debug'
 
 export const logError = debug('rendezvous:error')
 logError.enabled = true
+
+/** What went wrong, in one line: an Error's message, or the value itself. */
+export function errorMessage (err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}

@@ -22,8 +22,9 @@ export function websocketStarAddress (hostHeader: string, secure: boolean): stri
   let port = ''
   const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(hostHeader)
   if (bracketed !== null) {
-    host = bracketed[1] ?? ''
-    port = bracketed[2] ?? ''
+    // at(): the port group is optional, so it may be missing
+    host = bracketed.at(1) ?? ''
+    port = bracketed.at(2) ?? ''
   } else {
     const colon = hostHeader.lastIndexOf(':')
     if (colon > 0 && hostHeader.indexOf(':') === colon) {
