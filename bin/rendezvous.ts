@@ -4,13 +4,13 @@
  * options → start(); signals; exit codes. Bad configuration exits 2 with one
  * line naming the option.
  */
-import cluster from 'node:cluster'
+import nodeCluster from 'node:cluster'
 import yargs from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { CLI_DEFAULTS, OPTION_SPECS, OptionError, start, type Options } from '../src/index.js'
-import { givenValue, optionsFromCommandLine, parseOptionValue, type OptionSpec } from '../src/options.js'
+import { COMMAND_SPECS, optionsFromCommandLine, type OptionSpec } from '../src/options.js'
 import { VERSION } from '../src/version.js'
-import { runWorker, runWorkers } from '../src/workers.js'
+import { runWorker, runWorkers } from '../src/workers/index.js'
 
 const EXIT_CONFIG = 2
 
@@ -19,22 +19,14 @@ function die (message: string): never {
   process.exit(EXIT_CONFIG)
 }
 
-function describe (spec: typeof OPTION_SPECS[number]): string {
-  const fallback = (CLI_DEFAULTS as unknown as Record<string, unknown>)[spec.key]
+/** Every flag: the options of start(), then those of the command only (--workers). */
+const FLAGS: readonly OptionSpec[] = [...OPTION_SPECS, ...COMMAND_SPECS]
+
+/** The help line of a flag: its text, its default as the command has it, and its variable. */
+function describe (spec: OptionSpec): string {
+  const fallback = spec.cli ?? spec.library
   const shown = spec.negated === true || fallback === undefined ? '' : ` (default: ${String(fallback)})`
   return `${spec.describe}${shown} [env ${spec.env}]`
-}
-
-/** `--workers`: of the command only, so not among the options of `start()`. */
-const WORKERS = { flag: 'workers', env: 'WORKERS', describe: 'processes to run, sharing the port and clustered through --redis (default: one process) [env WORKERS]' }
-
-/** The number of workers asked for, if any; `names` learns how the user wrote it. */
-function workersOption (argv: Record<string, unknown>, env: NodeJS.ProcessEnv, names: Map<string, string>): number | undefined {
-  const given = givenValue(argv, env, WORKERS.flag, WORKERS.env)
-  if (given === undefined) return undefined
-  names.set(WORKERS.flag, given.name)
-  // parseOptionValue reads only the kind: a count is a whole number from 1
-  return parseOptionValue({ kind: 'count' } as OptionSpec, given.raw, given.name) as number
 }
 
 /** What the signal handlers need of a single server or of the primary of `--workers`. */
@@ -85,8 +77,9 @@ async function main (): Promise<void> {
     .help('help')
     .strict()
     .parserConfiguration({ 'camel-case-expansion': false, 'duplicate-arguments-array': false })
-    .fail((message, err) => { die(message ?? err?.message ?? 'invalid arguments') })
-  for (const spec of OPTION_SPECS) {
+    // yargs passes either a message (its own checks) or a null message and an error, whatever @types/yargs says
+    .fail((message: string | null, err: Error | undefined) => { die(message ?? err?.message ?? 'invalid arguments') })
+  for (const spec of FLAGS) {
     cli = cli.option(spec.flag, {
       // numbers are parsed by options.ts, so that flags and env vars share one message
       type: spec.kind === 'boolean' ? 'boolean' : 'string',
@@ -94,36 +87,34 @@ async function main (): Promise<void> {
       ...(spec.alias !== undefined ? { alias: spec.alias } : {})
     })
   }
-  cli = cli.option(WORKERS.flag, { type: 'string', describe: WORKERS.describe })
-  const argv = await cli.parseAsync() as Record<string, unknown>
+  const argv = await cli.parseAsync()
   // yargs reads `--disableMetrics=<anything but "true">` as false, so that
   // `=1` or `=yes` would silently do nothing: options.ts reads the value as
   // written instead, with the same words and errors as the variable
-  for (const spec of OPTION_SPECS) {
+  for (const spec of FLAGS) {
     if (spec.kind !== 'boolean') continue
     const prefix = `--${spec.flag}=`
     const written = args.filter((arg) => arg.startsWith(prefix)).pop()
     if (written !== undefined) argv[spec.flag] = written.slice(prefix.length)
   }
 
-  let options: Options
-  let names: Map<string, string>
-  let workers: number | undefined
+  let given: ReturnType<typeof optionsFromCommandLine>
   try {
-    ({ options, names } = optionsFromCommandLine(argv, process.env))
-    workers = workersOption(argv, process.env, names)
+    given = optionsFromCommandLine(argv, process.env)
   } catch (err) {
     if (err instanceof OptionError) die(err.message)
     throw err
   }
+  const { options, names } = given
+  const { workers } = given.command
 
   // a worker of --workers: same command line, same options; the primary prints and handles signals
-  if (cluster.isWorker) {
+  if (nodeCluster.isWorker) {
     await runWorker(options)
     return
   }
   if (workers !== undefined) {
-    const name = names.get(WORKERS.flag) ?? `--${WORKERS.flag}`
+    const name = names.get('workers') ?? '--workers'
     if (options.redis === undefined) die(`${name}: needs --redis (or REDIS_URL): the workers share their peers through Redis`)
     if (options.key !== undefined || options.cert !== undefined || options.pfx !== undefined) {
       die(`${name}: cannot serve TLS (--key, --cert, --pfx): the primary reads each plain HTTP request to route it; terminate TLS at a proxy in front`)
@@ -139,9 +130,9 @@ async function main (): Promise<void> {
       const flag = OPTION_SPECS.find((spec) => spec.key === err.option)?.flag ?? err.option
       die(`${names.get(err.option) ?? `--${flag}`}: ${err.problem}`)
     }
-    const e = err as NodeJS.ErrnoException
-    if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
-      die(`--port/--host: cannot listen on ${String(options.host ?? CLI_DEFAULTS.host)}:${String(options.port ?? CLI_DEFAULTS.port)} (${e.code})`)
+    const code = err instanceof Error && 'code' in err ? err.code : undefined
+    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+      die(`--port/--host: cannot listen on ${options.host ?? CLI_DEFAULTS.host}:${options.port ?? CLI_DEFAULTS.port} (${code})`)
     }
     throw err
   }

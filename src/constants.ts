@@ -1,41 +1,31 @@
 /**
- * Every default and bound of the server, with its unit. Each one is also an
- * option (see options.ts); these are the values used when it is not given.
+ * The fixed numbers and names of the server, with their units: none of them
+ * is an option. The options, with their defaults and bounds, are declared in
+ * options.ts; to make one of these settable, move it there.
  */
 
-const second = 1000
-const minute = 60 * second
-const KiB = 1024
-const MiB = 1024 * KiB
-
-/** Port of the CLI (the old `rendezvous` command's default). */
-export const CLI_PORT = 9090
-/** Port of `start()` when none is given (the old library's default). */
-export const LIBRARY_PORT = 13579
-/** Interface to listen on. */
-export const HOST = '0.0.0.0'
-
-/** How often each joined address is announced again to every other peer. */
-export const REFRESH_PEER_LIST_INTERVAL_MS = 10 * second
-
-/** How long a crypto challenge waits for its signature before it is dropped. */
-export const CHALLENGE_TTL_MS = 1 * minute
-/** Unanswered crypto challenges one connection may have at once. */
-export const MAX_PENDING_CHALLENGES_PER_CONNECTION = 16
-
-/** Longest address string accepted; real websocket-star addresses are ~120 characters. */
-export const MAX_ADDRESS_LENGTH = 1 * KiB
-/** Longest `data` argument of `ss-join`: an RSA-4096 public key is ~1.1 KiB of hex. */
-export const MAX_JOIN_DATA_LENGTH = 8 * KiB
-
-/** Largest Socket.IO message (or polling request) a client may send; relayed chunks of 1 MiB must fit. */
-export const MAX_MESSAGE_BYTES = 4 * MiB
+/** Units, for writing durations and sizes here and in options.ts. */
+export const second = 1000
+export const minute = 60 * second
+export const KiB = 1024
+export const MiB = 1024 * KiB
 
 /** Socket.IO path, fixed by the client. */
 export const SOCKET_IO_PATH = '/socket.io'
 
 /** Socket.IO room of every connection that holds at least one address. */
 export const JOINED_ROOM = 'joined'
+
+/** Longest address string accepted; real websocket-star addresses are ~120 characters. */
+export const MAX_ADDRESS_LENGTH = 1 * KiB
+/** Longest `data` argument of `ss-join`: an RSA-4096 public key is ~1.1 KiB of hex. */
+export const MAX_JOIN_DATA_LENGTH = 8 * KiB
+/** Longest dial id accepted, in characters; the client sends a 36-character uuid. */
+export const MAX_DIAL_ID_LENGTH = 128
+/** Characters of an error message from a peer (a stream's end or a dial refusal) passed on to the other peer. */
+export const MAX_PEER_ERROR_LENGTH = 1 * KiB
+/** Characters of an event or stream name from the network written to the log. */
+export const MAX_LOGGED_NAME_LENGTH = 200
 
 /**
  * The discovery scheduler wakes this often at most, announcing a slice of the
@@ -56,55 +46,41 @@ export const DISCOVERY_FRESH_DELAY_MIN_MS = 2
  * those writes stay a small share of a core however fast peers join.
  */
 export const DISCOVERY_FRESH_DELAY_PER_LISTENER_MS = 0.05
-
-/** How long a dial waits for the listener's answer and for both streams to be accepted. */
-export const DIAL_TIMEOUT_MS = 30 * second
-/** Bytes waiting for one receiver above which the server stops reading from its senders. */
-export const RELAY_HIGH_WATER_BYTES = 1 * MiB
-/** The low-water mark, below which they are read again, is this fraction of the high-water mark. */
-export const RELAY_LOW_WATER_RATIO = 1 / 4
-/** Relayed streams one connection may take part in at once (a dial makes two). */
-export const MAX_STREAMS_PER_CONNECTION = 256
-/** Bytes one dial may relay, both ways together; 0 means no limit. */
-export const MAX_RELAY_BYTES = 0
-/** How long one dial may stay open; 0 means no limit. */
-export const MAX_RELAY_DURATION_MS = 0
-/** On SIGTERM or SIGINT, how long relayed streams in flight may go on before they are ended. */
-export const SHUTDOWN_GRACE_PERIOD_MS = 10 * second
-/**
- * Discovery deliveries (one `ws-peer` to one peer) per second at most. A
- * refresh round costs peers × (peers − 1): beyond this budget the refresh
- * interval stretches. Measured on a 2-core machine (README, Performance).
- */
-export const MAX_ANNOUNCEMENTS_PER_SECOND = 600_000
-/** Addresses listed in a join's answer at most; a random sample when more are joined. */
-export const MAX_PEERS_IN_JOIN_REPLY = 1000
-/** Peers an announcement batch is written to per turn of the event loop, so that a batch to many peers never holds the loop for long. */
-export const FANOUT_SLICE_SOCKETS = 500
-/** A peer with this much unsent output is skipped by announcements (they are refreshes). */
-export const SLOW_PEER_ANNOUNCE_BYTES = 256 * KiB
-
-/** Addresses one connection may hold at once (the real client holds one). */
-export const MAX_ADDRESSES_PER_CONNECTION = 16
-/** Joined addresses the server accepts in all; 0 means no limit. */
-export const MAX_PEERS = 0
-/** Open connections from one remote address; 0 means no limit (peers share NAT addresses). */
-export const MAX_CONNECTIONS_PER_IP = 0
-/** `ss-join` requests per second per connection, with bursts of twice as many (a listen takes two). */
-export const MAX_JOINS_PER_SECOND = 20
-/** `ss-dial` requests per second per connection, with bursts of twice as many. */
-export const MAX_DIALS_PER_SECOND = 50
-/** How long a connection may stay without holding an address; 0 means forever. */
-export const JOIN_TIMEOUT_MS = 1 * minute
-/** Output a peer may leave unread before it is disconnected and everything it held is freed. */
-export const MAX_UNSENT_BYTES = 8 * MiB
-/** How often a connection's slack is checked: join timeout, unsent output. */
-export const LIMITS_SWEEP_MS = 1 * second
-/** Engine.IO heartbeat: a ping every interval, and a peer silent for interval + timeout is gone. */
-export const PING_INTERVAL_MS = 25 * second
-export const PING_TIMEOUT_MS = 20 * second
-
-/** Cluster mode: a node whose heartbeat key has not been refreshed for this long is dead, and its peers are purged. */
-export const CLUSTER_NODE_TIMEOUT_MS = 30 * second
 /** How far the discovery budget may run ahead or into debt, in seconds of budget. */
 export const DISCOVERY_BUDGET_BURST_SECONDS = 0.2
+/** Peers an announcement batch is written to per turn of the event loop, so that a batch to many peers never holds the loop for long. */
+export const FANOUT_SLICE_SOCKETS = 500
+/** A peer with this much unsent output, in bytes, is skipped by announcements (they are refreshes). */
+export const SLOW_PEER_ANNOUNCE_BYTES = 256 * KiB
+
+/** The relay's low-water mark, below which paused senders are read again, is this fraction of its high-water mark. */
+export const RELAY_LOW_WATER_RATIO = 1 / 4
+
+/** How often a connection's slack is checked (join timeout, unsent output), in ms. */
+export const LIMITS_SWEEP_MS = 1 * second
+/** How often a paused connection's heartbeat deadline is pushed back, in ms. */
+export const HEARTBEAT_HOLD_MS = 1 * second
+/** How long stop() lets queued output reach clients, and clients answer the close, before it cuts their connections, in ms. */
+export const STOP_FLUSH_MS = 1 * second
+
+/** Cluster mode: how long `connect` waits for Redis before the node starts alone (degraded), in ms. */
+export const CLUSTER_CONNECT_PATIENCE_MS = 5 * second
+/** Cluster mode: reconnection attempt n (ioredis counts from 1) waits this × 2ⁿ ms (200 ms, 400 ms...), up to `CLUSTER_RECONNECT_MAX_DELAY_MS`. */
+export const CLUSTER_RECONNECT_BASE_DELAY_MS = 100
+/** Cluster mode: longest wait between two reconnection attempts, in ms. */
+export const CLUSTER_RECONNECT_MAX_DELAY_MS = 5 * second
+/** Cluster mode: the heartbeat runs every third of `clusterNodeTimeoutMS`, but at least this far apart, in ms. */
+export const CLUSTER_HEARTBEAT_MIN_MS = 100
+
+/** `--workers`: a worker that dies sooner than this after it was started is crashing: its restarts back off, in ms. */
+export const WORKER_CRASH_WINDOW_MS = 10 * second
+/** `--workers`: wait before restarting a crashing worker, in ms; it doubles with each quick crash, up to `WORKER_RESTART_MAX_DELAY_MS`. */
+export const WORKER_RESTART_FIRST_DELAY_MS = 1 * second
+/** `--workers`: longest wait before restarting a crashing worker, in ms. */
+export const WORKER_RESTART_MAX_DELAY_MS = 30 * second
+/**
+ * `--workers`: how long a worker's `/metrics` waits for the primary's sum over
+ * all workers, in ms; prom-client gives up on a worker that does not answer
+ * after 5 s, so the primary's error normally comes first.
+ */
+export const WORKER_SCRAPE_TIMEOUT_MS = 7 * second

@@ -135,7 +135,7 @@ export class Discovery {
   remove (address: string): void {
     let at = this.positions.get(address)
     if (at === undefined) return
-    ;(this.entries[at] as Entry).fresh = false
+    ;(this.entries[at]).fresh = false
     // keep the announced and the waiting parts of the round apart
     if (at < this.cursor) {
       this.cursor--
@@ -151,14 +151,15 @@ export class Discovery {
   /** Up to `count` joined addresses other than `except`, chosen at random when there are more. */
   sample (count: number, except: string): string[] {
     const n = this.entries.length
-    if (n - 1 <= count) return this.entries.filter((e) => e.address !== except).map((e) => e.address)
+    // all of them when that is few enough (`except` is not always among them: a join asks before it is added)
+    if (n - (this.positions.has(except) ? 1 : 0) <= count) return this.entries.filter((e) => e.address !== except).map((e) => e.address)
     const picked = new Set<number>()
     const chosen: string[] = []
     while (chosen.length < count) {
       const i = Math.floor(Math.random() * n)
       if (picked.has(i)) continue
       picked.add(i)
-      const address = (this.entries[i] as Entry).address
+      const address = (this.entries[i]).address
       if (address !== except) chosen.push(address)
     }
     return chosen
@@ -208,7 +209,7 @@ export class Discovery {
 
     // new joins first, into debt if need be, but not beyond one burst of it
     while (this.freshHead < this.fresh.length && this.tokens > -this.burst()) {
-      const entry = this.fresh[this.freshHead++] as Entry
+      const entry = this.fresh[this.freshHead++]
       if (!entry.fresh) continue
       entry.fresh = false
       batch.push(entry)
@@ -228,8 +229,7 @@ export class Discovery {
     this.tokens -= due * cost
     while (due-- > 0) {
       if (this.cursor >= this.entries.length) this.cursor = 0
-      const entry = this.entries[this.cursor++]
-      if (entry !== undefined) batch.push(entry)
+      batch.push(this.entries[this.cursor++])
     }
 
     if (batch.length === 0) return
@@ -247,8 +247,8 @@ export class Discovery {
 
   private swap (i: number, j: number): void {
     if (i === j) return
-    const a = this.entries[i] as Entry
-    const b = this.entries[j] as Entry
+    const a = this.entries[i]
+    const b = this.entries[j]
     this.entries[i] = b
     this.entries[j] = a
     this.positions.set(b.address, i)

@@ -1,57 +1,103 @@
 /**
- * Flow control on one Engine.IO connection, below Socket.IO: how many bytes
- * are waiting to be written to a peer, when they drain, and pausing reads
- * from a peer. Socket.IO has no public API for any of this, so this file is
- * the one place that reaches into Engine.IO's transports; everything else
- * uses the small `Flow` interface.
+ * Engine.IO and `ws` internals, in one place. Socket.IO has no public API for
+ * what the relay and the fan-out need below it, so this is the one file that
+ * reaches into Engine.IO's connections and transports; everything else uses
+ * the functions and the small `Flow` class exported here.
  *
- * - websocket: the `ws` socket's `bufferedAmount`, its `pause()`/`resume()`,
- *   and the transport's `drain` event once a batch reached the kernel.
- * - polling: a paused connection's next data request (HTTP POST) is held
- *   until resume. The client sends one POST at a time, so holding it stops
- *   the sender exactly as a closed TCP window would.
+ * - Unsent output: what Engine.IO holds in its write buffer plus what the
+ *   WebSocket has not handed to the kernel (`unsentBytes`), one definition for
+ *   the relay's backpressure, the limits and the fan-out.
+ * - Flow control (`Flow`): when output drains, and pausing reads from a peer.
+ *   A websocket is paused through `ws`'s `pause()`/`resume()`; a polling
+ *   connection's next data request (HTTP POST) is held until resume. The
+ *   client sends one POST at a time, so holding it stops the sender exactly
+ *   as a closed TCP window would.
+ * - The raw TCP socket under a websocket, for the fan-out's frames
+ *   (`rawSocketOf`, `encodeTextFrames`).
+ * - Closing connections at the transport level (`terminate`, `closeTransports`)
+ *   and the engine's own connection list and events (`engineConnections`,
+ *   `onEngineConnection`).
+ * - `--workers`: what @socket.io/sticky and Node's `node:cluster` do not
+ *   offer for handing connections to workers (`handOverUnread`,
+ *   `closeUntaken`, `holdBack`).
  */
 import { EventEmitter } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Socket } from 'node:net'
-import type { PeerSocket, RendezvousServer } from './protocol.js'
+import type { Worker } from 'node:cluster'
+import { Socket } from 'node:net'
+import * as ws from 'ws'
+import { HEARTBEAT_HOLD_MS } from './constants.js'
+import type { PeerSocket, SocketServer } from './protocol.js'
 
 /** The parts of Engine.IO's transports used here. */
 interface Transport extends EventEmitter {
   name: string
-  socket?: { bufferedAmount?: number, pause?: () => void, resume?: () => void }
+  writable?: boolean
+  socket?: RawWebSocket
   onDataRequest?: (req: IncomingMessage, res: ServerResponse) => void
 }
 
+/** The `ws` WebSocket under a websocket transport. */
+interface RawWebSocket {
+  bufferedAmount?: number
+  readyState?: number
+  pause?: () => void
+  resume?: () => void
+  terminate?: () => void
+  _socket?: Socket
+  _extensions?: Record<string, unknown>
+}
+
+/** An Engine.IO connection (`socket.conn`). */
 interface EngineSocket extends EventEmitter {
   transport: Transport
+  readyState: string
+  remoteAddress: string
   /** Closes the connection when the peer's heartbeat is late. */
   pingTimeoutTimer?: NodeJS.Timeout | null
   /** Packets Engine.IO holds until the transport can take them. */
   writeBuffer?: Array<{ data?: unknown }>
+  close: (discard?: boolean) => void
 }
 
-/** How often a paused connection's heartbeat deadline is pushed back. */
-const HEARTBEAT_HOLD_MS = 1000
+function engineOf (socket: PeerSocket): EngineSocket {
+  return socket.conn as unknown as EngineSocket
+}
 
+/**
+ * Output queued for a peer and not yet handed to the kernel: Engine.IO's
+ * write buffer plus the WebSocket's. The buffer is nearly always empty on a
+ * websocket (Engine.IO hands packets on at once); on a polling connection it
+ * is what waits for the client's next request.
+ */
+export function unsentBytes (socket: PeerSocket): number {
+  const conn = engineOf(socket)
+  let bytes = conn.transport.socket?.bufferedAmount ?? 0
+  const buffer = conn.writeBuffer
+  if (buffer === undefined) return bytes
+  for (const packet of buffer) {
+    const data = packet.data
+    if (typeof data === 'string') bytes += data.length
+    else if (Buffer.isBuffer(data) || data instanceof ArrayBuffer) bytes += data.byteLength
+  }
+  return bytes
+}
+
+/** Flow control on one connection: its unsent output, when it drains, and pausing reads from it. */
 export class Flow {
-  /** Bytes handed to Engine.IO by `write` and not yet flushed to the transport. */
-  private engineBytes = 0
   private paused = false
   private held: Array<[IncomingMessage, ServerResponse]> = []
   private heartbeatHold: NodeJS.Timeout | undefined
   private transport: Transport
   private readonly onDrain = (): void => { this.drained() }
-  private readonly onFlush = (): void => { this.engineBytes = 0 }
   private readonly onUpgrade = (transport: Transport): void => { this.attach(transport) }
 
   /**
    * @param drained called whenever queued output may have shrunk
    */
   constructor (private readonly socket: PeerSocket, private readonly drained: () => void) {
-    const conn = socket.conn as unknown as EngineSocket
+    const conn = engineOf(socket)
     this.transport = conn.transport
-    conn.on('flush', this.onFlush)
     conn.on('drain', this.onDrain)
     conn.on('upgrade', this.onUpgrade)
     this.transport.on('drain', this.onDrain)
@@ -59,7 +105,7 @@ export class Flow {
 
   /** Bytes written to this peer that have not reached the kernel yet. */
   get backlog (): number {
-    return this.engineBytes + (this.transport.socket?.bufferedAmount ?? 0)
+    return unsentBytes(this.socket)
   }
 
   get isPaused (): boolean {
@@ -76,12 +122,8 @@ export class Flow {
     this.socket.emit(event, ...args)
   }
 
-  /**
-   * Emits `event` with a binary chunk, counting it until it is flushed.
-   * Counted first: Engine.IO flushes synchronously inside emit when it can.
-   */
+  /** Emits `event` with a binary chunk of a relayed stream. */
   write (event: `socket.io-pull-stream.${string}`, chunk: Buffer): void {
-    this.engineBytes += chunk.length
     this.socket.emit(event, chunk)
   }
 
@@ -92,7 +134,7 @@ export class Flow {
     this.pauseTransport(this.transport)
     // while not read, the peer's heartbeats wait unread in the socket: its
     // silence is our doing, so its deadline is held off until resume
-    const conn = this.socket.conn as unknown as EngineSocket
+    const conn = engineOf(this.socket)
     this.heartbeatHold = setInterval(() => { conn.pingTimeoutTimer?.refresh() }, HEARTBEAT_HOLD_MS)
   }
 
@@ -109,8 +151,7 @@ export class Flow {
 
   /** The connection is gone: let go of its transport. */
   close (): void {
-    const conn = this.socket.conn as unknown as EngineSocket
-    conn.off('flush', this.onFlush)
+    const conn = engineOf(this.socket)
     conn.off('drain', this.onDrain)
     conn.off('upgrade', this.onUpgrade)
     this.transport.off('drain', this.onDrain)
@@ -161,10 +202,10 @@ export class Flow {
  * the packet. Undefined for polling, during an upgrade, or once closing.
  */
 export function rawSocketOf (socket: PeerSocket): Socket | undefined {
-  const conn = socket.conn as unknown as EngineSocket
-  const transport = conn.transport as Transport & { writable?: boolean }
+  const conn = engineOf(socket)
+  const transport = conn.transport
   if (transport.writable !== true || (conn.writeBuffer?.length ?? 0) > 0) return undefined
-  const ws = transport.socket as undefined | { readyState?: number, _socket?: Socket, _extensions?: Record<string, unknown> }
+  const ws = transport.socket
   if (transport.name !== 'websocket' || ws === undefined || ws.readyState !== 1) return undefined
   if (ws._extensions !== undefined && Object.keys(ws._extensions).length > 0) return undefined
   const raw = ws._socket
@@ -173,37 +214,65 @@ export function rawSocketOf (socket: PeerSocket): Socket | undefined {
 
 /** Whether the connection is an open websocket (one `rawSocketOf` turns down only while Engine.IO is writing to it). */
 export function isWebSocket (socket: PeerSocket): boolean {
-  return (socket.conn as unknown as EngineSocket).transport.name === 'websocket'
+  return engineOf(socket).transport.name === 'websocket'
 }
 
-/** Output queued for a peer and not yet handed to the kernel: Engine.IO's buffer plus the WebSocket's. */
-export function unsentBytes (socket: PeerSocket): number {
-  const conn = socket.conn as unknown as EngineSocket
-  let bytes = conn.transport.socket?.bufferedAmount ?? 0
-  for (const packet of conn.writeBuffer ?? []) {
-    const data = packet.data
-    if (typeof data === 'string') bytes += data.length
-    else if (Buffer.isBuffer(data) || data instanceof ArrayBuffer) bytes += data.byteLength
+/** Consecutive frames in one buffer: frame i spans [offsets[i], offsets[i + 1]). */
+export interface Frames {
+  buffer: Buffer
+  offsets: number[]
+}
+
+interface FrameOptions { fin: boolean, opcode: number, mask: boolean, readOnly: boolean, rsv1: boolean }
+/** `ws`'s frame encoder, which @types/ws leaves out: it returns the header, then the data. */
+const { Sender } = ws as unknown as { Sender: { frame: (data: Buffer, options: FrameOptions) => Buffer[] } }
+const TEXT_FRAME: FrameOptions = { fin: true, opcode: 0x01, mask: false, readOnly: false, rsv1: false }
+
+/**
+ * Unmasked, final WebSocket text frames (as a server sends them), one per
+ * payload, with headers from `ws`'s own encoder.
+ */
+export function encodeTextFrames (payloads: readonly Buffer[]): Frames {
+  const parts: Buffer[] = []
+  const offsets = [0]
+  let at = 0
+  for (const payload of payloads) {
+    const header = Sender.frame(payload, TEXT_FRAME)[0]
+    parts.push(header, payload)
+    at += header.length + payload.length
+    offsets.push(at)
   }
-  return bytes
-}
-
-/** An Engine.IO connection as `closeTransports` and `terminate` drive it. */
-interface ClosingSocket extends EngineSocket {
-  readyState: string
-  close: (discard?: boolean) => void
+  return { buffer: Buffer.concat(parts, at), offsets }
 }
 
 /** Cuts a connection, dropping what is queued; nothing if it is closed already. */
-function cut (conn: ClosingSocket): void {
-  const ws = conn.transport.socket as undefined | { terminate?: () => void }
+function cut (conn: EngineSocket): void {
+  const ws = conn.transport.socket
   if (conn.transport.name === 'websocket' && ws?.terminate !== undefined) ws.terminate()
   else conn.close(true)
 }
 
 /** Closes a connection at once, dropping what is queued: for peers that do not read. */
 export function terminate (socket: PeerSocket): void {
-  cut(socket.conn as unknown as ClosingSocket)
+  cut(engineOf(socket))
+}
+
+/** Engine.IO's open connections, kept in a protected record. */
+function engineConnections (io: SocketServer): EngineSocket[] {
+  return Object.values((io.engine as unknown as { clients: Record<string, EngineSocket> }).clients)
+}
+
+/**
+ * Calls `opened` with the remote address of every Engine.IO connection as it
+ * starts (before Socket.IO sees it, so that a handshake can be refused on its
+ * count), and `closed` with the same address when it ends.
+ */
+export function onEngineConnection (io: SocketServer, opened: (remoteAddress: string) => void, closed: (remoteAddress: string) => void): void {
+  io.engine.on('connection', (conn: EngineSocket) => {
+    const ip = conn.remoteAddress
+    opened(ip)
+    conn.once('close', () => { closed(ip) })
+  })
 }
 
 /**
@@ -218,21 +287,20 @@ export function terminate (socket: PeerSocket): void {
  * every websocket's TCP socket is closed, or after `patienceMs`, when what is
  * left (peers that do not read, or do not answer the close frame) is cut.
  */
-export async function closeTransports (clients: Iterable<unknown>, patienceMs: number): Promise<void> {
+export async function closeTransports (io: SocketServer, patienceMs: number): Promise<void> {
   const closing: Array<Promise<void>> = []
-  const stragglers: Array<() => void> = []
-  for (const client of clients) {
-    const conn = client as ClosingSocket
+  const stragglers: EngineSocket[] = []
+  for (const conn of engineConnections(io)) {
     if (conn.readyState !== 'open' && conn.readyState !== 'opening') continue
     const transport = conn.transport
-    const raw = transport.name === 'websocket' ? (transport.socket as undefined | { _socket?: Socket })?._socket : undefined
+    const raw = transport.name === 'websocket' ? transport.socket?._socket : undefined
     closing.push(new Promise((resolve) => { conn.once('close', () => { resolve() }) }))
     if (raw !== undefined && !raw.destroyed) {
       closing.push(new Promise((resolve) => { raw.once('close', () => { resolve() }) }))
       // a sender the relay paused would never read the peer's close frame
       transport.socket?.resume?.()
     }
-    stragglers.push(() => { cut(conn) })
+    stragglers.push(conn)
     conn.close()
   }
   if (closing.length === 0) return
@@ -240,10 +308,65 @@ export async function closeTransports (clients: Iterable<unknown>, patienceMs: n
   const patience = new Promise<void>((resolve) => { timer = setTimeout(resolve, patienceMs) })
   await Promise.race([Promise.all(closing), patience])
   clearTimeout(timer)
-  for (const cut of stragglers) cut()
+  for (const conn of stragglers) cut(conn)
 }
 
-/** Engine.IO's open connections, kept in a protected record. */
-export function engineClients (io: RendezvousServer): unknown[] {
-  return Object.values((io.engine as unknown as { clients: Record<string, unknown> }).clients)
+// -- --workers: handing connections to worker processes ---------------------
+
+/**
+ * sticky reads a request's first bytes, then sends the connection to a
+ * worker. Node goes on reading it until the worker has acknowledged it and
+ * throws away what it reads meanwhile: a client quick to send its next
+ * message (a websocket's Socket.IO connect) would lose it and hang. So the
+ * primary stops reading a connection as it sends it; the worker reads the rest.
+ */
+export function handOverUnread (worker: Worker): void {
+  const send = worker.send.bind(worker) as (...args: unknown[]) => boolean
+  worker.send = ((...args: unknown[]) => {
+    const connection = args[1]
+    if (connection instanceof Socket) (connection as Socket & { _handle?: { readStop: () => number } | null })._handle?.readStop()
+    return send(...args)
+  })
+}
+
+/**
+ * Closes the connections sent to `worker` that it had not taken when it died.
+ * Node keeps a connection sent with `send(message, socket)` open in this
+ * process until the worker acknowledges it, and nothing closes it if the
+ * worker dies first, so its client would wait unanswered (Node 20's
+ * lib/internal/child_process.js: the connection on its way is
+ * `_pendingMessage.handle`, a native handle its socket gave up; those queued
+ * behind it are `_handleQueue[i].handle`, sockets, or null for a message
+ * without one). Those are internals, read defensively: anything else there is
+ * left alone. Returns how many it closed.
+ */
+export function closeUntaken (worker: Worker): number {
+  type Entry = { handle?: unknown } | null | undefined
+  const internals = worker.process as unknown as { _pendingMessage?: Entry, _handleQueue?: Entry[] | null }
+  const queued = Array.isArray(internals._handleQueue) ? internals._handleQueue : []
+  let closed = 0
+  for (const handle of [internals._pendingMessage?.handle, ...queued.map((entry) => entry?.handle)]) {
+    if (handle instanceof Socket) handle.destroy()
+    else if (typeof (handle as { close?: unknown } | null | undefined)?.close === 'function') (handle as { close: () => void }).close()
+    else continue
+    closed++
+  }
+  return closed
+}
+
+/**
+ * sticky's least-connection picks the worker with the lowest `clientsCount`
+ * (a field it keeps on the worker); a worker held back counts this many more,
+ * so that no connection is handed to it while it starts or drains.
+ */
+const HELD_BACK_BIAS = 1e9
+const heldBack = new WeakSet<Worker>()
+
+/** Whether sticky may hand connections to `worker`: not while it starts or drains. */
+export function holdBack (worker: Worker, held: boolean): void {
+  if (heldBack.has(worker) === held) return
+  if (held) heldBack.add(worker)
+  else heldBack.delete(worker)
+  const counted = worker as Worker & { clientsCount?: number }
+  counted.clientsCount = (counted.clientsCount ?? 0) + (held ? HELD_BACK_BIAS : -HELD_BACK_BIAS)
 }

@@ -18,8 +18,8 @@
  * loop: one loop over 10,000 peers would hold everything else (joins, dials,
  * relayed data) back for the whole of it.
  */
-import { isWebSocket, rawSocketOf } from './flow.js'
-import { EVENTS, type PeerSocket, type RendezvousServer } from './protocol.js'
+import { encodeTextFrames, isWebSocket, rawSocketOf, unsentBytes, type Frames } from './engine.js'
+import { EVENTS, type PeerSocket, type SocketServer } from './protocol.js'
 import { FANOUT_SLICE_SOCKETS, JOINED_ROOM } from './constants.js'
 
 export interface Announcement {
@@ -28,30 +28,9 @@ export interface Announcement {
   ownerId: string
 }
 
-/** Header of an unmasked, final WebSocket text frame carrying `length` bytes. */
-function frameHeader (length: number): Buffer {
-  if (length < 126) return Buffer.from([0x81, length])
-  if (length < 65536) return Buffer.from([0x81, 126, length >> 8, length & 0xff])
-  const header = Buffer.alloc(10)
-  header[0] = 0x81
-  header[1] = 127
-  header.writeBigUInt64BE(BigInt(length), 2)
-  return header
-}
-
-/** All announcements as consecutive frames; frame i spans [offsets[i], offsets[i + 1]). */
-function encode (batch: readonly Announcement[]): { buffer: Buffer, offsets: number[] } {
-  const parts: Buffer[] = []
-  const offsets = [0]
-  let at = 0
-  for (const { address } of batch) {
-    const payload = Buffer.from(`42${JSON.stringify([EVENTS.PEER, address])}`)
-    const header = frameHeader(payload.length)
-    parts.push(header, payload)
-    at += header.length + payload.length
-    offsets.push(at)
-  }
-  return { buffer: Buffer.concat(parts, at), offsets }
+/** All announcements as consecutive WebSocket frames of the Socket.IO packets Socket.IO would send. */
+function encode (batch: readonly Announcement[]): Frames {
+  return encodeTextFrames(batch.map(({ address }) => Buffer.from(`42${JSON.stringify([EVENTS.PEER, address])}`)))
 }
 
 /** Told after each slice: announcements delivered, and those skipped for peers not reading. */
@@ -74,7 +53,7 @@ export class Fanout implements Announcer {
   /** Slices still to write, so that `stop` can cancel them. */
   private readonly pending = new Set<NodeJS.Immediate>()
 
-  constructor (private readonly io: RendezvousServer, private readonly slowBytes: number) {}
+  constructor (private readonly io: SocketServer, private readonly slowBytes: number) {}
 
   get listeners (): number {
     return this.io.sockets.adapter.rooms.get(JOINED_ROOM)?.size ?? 0
@@ -138,7 +117,7 @@ export class Fanout implements Announcer {
     let deliveries = 0
     let dropped = 0
     for (let k = from; k < to; k++) {
-      const socket = this.io.sockets.sockets.get(ids[k] as string)
+      const socket = this.io.sockets.sockets.get(ids[k])
       if (socket === undefined) continue
       const id = socket.id
       const own = owned.get(id)
@@ -151,13 +130,13 @@ export class Fanout implements Announcer {
         let sent = 0
         for (let i = 0; i < upTo; i++) {
           if (own?.includes(i) === true) continue
-          socket.emit(EVENTS.PEER, (batch[i] as Announcement).address)
+          socket.emit(EVENTS.PEER, (batch[i]).address)
           sent++
         }
         deliveries += sent
         dropped += count - sent
         continue
-      } else if (raw.writableLength > this.slowBytes) {
+      } else if (unsentBytes(socket) > this.slowBytes) {
         dropped += count
         continue
       } else if (own === undefined) {
@@ -167,8 +146,8 @@ export class Fanout implements Announcer {
         raw.cork()
         let at = 0
         for (const i of own) {
-          if (offsets[i] as number > at) raw.write(buffer.subarray(at, offsets[i]))
-          at = offsets[i + 1] as number
+          if (offsets[i] > at) raw.write(buffer.subarray(at, offsets[i]))
+          at = offsets[i + 1]
         }
         if (at < buffer.length) raw.write(buffer.subarray(at))
         raw.uncork()

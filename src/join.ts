@@ -4,9 +4,10 @@
  */
 import debug from 'debug'
 import { WebSocketStar } from '@multiformats/mafmt'
-import { Challenges, keyForPeerId } from './challenge.js'
-import type { Cluster } from './cluster.js'
+import { keyForPeerId, type Challenges } from './challenge.js'
+import type { ClusterNode } from './cluster/node.js'
 import type { Discovery } from './discovery.js'
+import { errorMessage } from './log.js'
 import type { Metrics } from './metrics.js'
 import { ERRORS, type Ack, type JoinRequest, type PeerSocket } from './protocol.js'
 import type { Registry } from './registry.js'
@@ -16,11 +17,19 @@ const log = debug('rendezvous:join')
 /** Told when a connection no longer holds an address, so what depends on it can end. */
 export type ReleaseHook = (socket: PeerSocket, address: string) => void
 
-/** Message to the node whose connection lost an address to a join here. */
-export const TAKEN_OVER = 'taken'
-
 /** The cluster's shared registry, as joins use it. */
-export type SharedRegistry = Pick<Cluster, 'up' | 'claim' | 'release' | 'sample' | 'send'>
+export type SharedRegistry = Pick<ClusterNode, 'up' | 'claim' | 'release' | 'sample' | 'send'>
+
+export interface JoinComponents {
+  registry: Registry<PeerSocket>
+  challenges: Challenges
+  discovery: Discovery
+  metrics: Pick<Metrics, 'joinAttempt' | 'joinAnswered'>
+  /** Told when a connection no longer holds an address. */
+  released: ReleaseHook
+  /** Cluster mode: the registry every node shares. */
+  shared?: SharedRegistry
+}
 
 export interface JoinConfig {
   cryptoChallenge: boolean
@@ -31,17 +40,16 @@ export interface JoinConfig {
 }
 
 export class Joins {
-  /** Set in cluster mode. */
-  cluster: SharedRegistry | undefined
+  private readonly registry: Registry<PeerSocket>
+  private readonly challenges: Challenges
+  private readonly discovery: Discovery
+  private readonly metrics: Pick<Metrics, 'joinAttempt' | 'joinAnswered'>
+  private readonly released: ReleaseHook
+  private readonly shared: SharedRegistry | undefined
 
-  constructor (
-    private readonly config: JoinConfig,
-    private readonly registry: Registry<PeerSocket>,
-    private readonly challenges: Challenges,
-    private readonly discovery: Discovery,
-    private readonly metrics: Metrics,
-    private readonly released: ReleaseHook
-  ) {}
+  constructor (components: JoinComponents, private readonly config: JoinConfig) {
+    ({ registry: this.registry, challenges: this.challenges, discovery: this.discovery, metrics: this.metrics, released: this.released, shared: this.shared } = components)
+  }
 
   async join (socket: PeerSocket, request: JoinRequest): Promise<void> {
     const startedAt = process.hrtime.bigint()
@@ -56,26 +64,26 @@ export class Joins {
       ack(error)
     }
 
-    if (this.config.strictMultiaddr && !WebSocketStar.matches(request.multiaddr)) return fail(ERRORS.INVALID_MULTIADDR)
+    if (this.config.strictMultiaddr && !WebSocketStar.matches(request.multiaddr)) { fail(ERRORS.INVALID_MULTIADDR); return; }
     const full = this.capacityError(socket, address)
-    if (full !== undefined) return fail(full)
-    if (!this.config.cryptoChallenge) return await this.finalize(socket, address, ack, startedAt)
-    if (data === '') return fail(ERRORS.NO_ID)
+    if (full !== undefined) { fail(full); return; }
+    if (!this.config.cryptoChallenge) { await this.finalize(socket, address, ack, startedAt); return; }
+    if (data === '') { fail(ERRORS.NO_ID); return; }
 
     if (isSignature) {
       const result = await this.challenges.verify(socket.id, address, data)
-      if (result !== 'verified') return fail(result)
+      if (result !== 'verified') { fail(result); return; }
       // the connection may have closed, or the server filled, while the signature was checked
       if (!socket.connected) return
       const filled = this.capacityError(socket, address)
-      if (filled !== undefined) return fail(filled)
-      return await this.finalize(socket, address, ack, startedAt)
+      if (filled !== undefined) { fail(filled); return; }
+      await this.finalize(socket, address, ack, startedAt); return;
     }
 
     const key = keyForPeerId(data, request.peerId)
-    if (typeof key === 'string') return fail(key)
+    if (typeof key === 'string') { fail(key); return; }
     const begun = this.challenges.begin(socket.id, address, key)
-    if ('error' in begun) return fail(begun.error)
+    if ('error' in begun) { fail(begun.error); return; }
     log('[%s] challenge sent for %s', socket.id, address)
     this.metrics.joinAnswered('challenge', startedAt)
     ack(null, begun.nonce)
@@ -84,14 +92,14 @@ export class Joins {
   leave (socket: PeerSocket, address: string): void {
     if (!this.registry.release(address, socket)) return
     log('[%s] left %s', socket.id, address)
-    this.cluster?.release(address, socket.id)
+    this.shared?.release(address, socket.id)
     this.forget(socket, address)
   }
 
   disconnect (socket: PeerSocket): void {
     for (const address of this.registry.releaseAll(socket.id)) {
       log('[%s] gone, releasing %s', socket.id, address)
-      this.cluster?.release(address, socket.id)
+      this.shared?.release(address, socket.id)
       this.discovery.remove(address)
     }
     this.challenges.dropConnection(socket.id)
@@ -140,7 +148,7 @@ export class Joins {
    * Undefined when Redis is away: the join is then local only.
    */
   private async claimInCluster (socket: PeerSocket, address: string): Promise<string[] | undefined> {
-    const cluster = this.cluster
+    const cluster = this.shared
     if (cluster === undefined || !cluster.up) return undefined
     try {
       const [elsewhere, others] = await Promise.all([
@@ -149,13 +157,13 @@ export class Joins {
       ])
       if (elsewhere !== undefined) {
         log('[%s] takes %s over from [%s] on node %s', socket.id, address, elsewhere.connection, elsewhere.node)
-        cluster.send(elsewhere.node, { header: { t: TAKEN_OVER, address, sid: elsewhere.connection } })
+        cluster.send(elsewhere.node, { t: 'taken', address, sid: elsewhere.connection })
       }
       // left or gone meanwhile: the shared registry must not keep it
       if (!this.registry.holds(socket, address)) cluster.release(address, socket.id)
       return others
     } catch (err) {
-      log('[%s] join of %s is local only: %s', socket.id, address, (err as Error).message)
+      log('[%s] join of %s is local only: %s', socket.id, address, errorMessage(err))
       return undefined
     }
   }

@@ -5,12 +5,11 @@
  * sweeps every connection once a second; every entry is freed when its
  * connection closes.
  */
-import type { EventEmitter } from 'node:events'
 import type { IncomingMessage } from 'node:http'
 import debug from 'debug'
 import { LIMITS_SWEEP_MS } from './constants.js'
-import { terminate, unsentBytes } from './flow.js'
-import { ERRORS, type PeerSocket, type RendezvousServer } from './protocol.js'
+import { onEngineConnection, terminate, unsentBytes } from './engine.js'
+import { ERRORS, type PeerSocket, type SocketServer } from './protocol.js'
 import type { Registry } from './registry.js'
 
 const log = debug('rendezvous:limits')
@@ -49,25 +48,27 @@ function take (bucket: Bucket, rate: number, now: number): boolean {
 export class Limits {
   private readonly byIP = new Map<string, number>()
   private readonly tracked = new Map<string, Tracked>()
-  private readonly sweeper: NodeJS.Timeout
+  private sweeper: NodeJS.Timeout | undefined
 
   constructor (
     private readonly config: LimitsConfig,
-    private readonly io: RendezvousServer,
+    io: SocketServer,
     private readonly registry: Registry<PeerSocket>,
     private readonly onClosed: (reason: CloseReason) => void = () => {}
   ) {
     // count Engine.IO connections from their start, so a handshake can be refused before Socket.IO sees it
-    io.engine.on('connection', (conn: EventEmitter & { remoteAddress: string }) => {
-      const ip = conn.remoteAddress
+    onEngineConnection(io, (ip) => {
       this.byIP.set(ip, (this.byIP.get(ip) ?? 0) + 1)
-      conn.once('close', () => {
-        const left = (this.byIP.get(ip) ?? 1) - 1
-        if (left === 0) this.byIP.delete(ip)
-        else this.byIP.set(ip, left)
-      })
+    }, (ip) => {
+      const left = (this.byIP.get(ip) ?? 1) - 1
+      if (left === 0) this.byIP.delete(ip)
+      else this.byIP.set(ip, left)
     })
-    this.sweeper = setInterval(() => { this.sweep() }, LIMITS_SWEEP_MS)
+  }
+
+  /** Starts sweeping every connection once a second. */
+  start (): void {
+    this.sweeper ??= setInterval(() => { this.sweep() }, LIMITS_SWEEP_MS)
     this.sweeper.unref()
   }
 
@@ -120,6 +121,7 @@ export class Limits {
 
   stop (): void {
     clearInterval(this.sweeper)
+    this.sweeper = undefined
     this.tracked.clear()
   }
 

@@ -1,176 +1,147 @@
 import { readFileSync } from 'node:fs'
 import { createSecureContext } from 'node:tls'
-import * as C from './constants.js'
+import { MiB, minute, second } from './constants.js'
 
-/** What `start()` accepts. Every field is optional; see `LIBRARY_DEFAULTS`. */
-export interface Options {
-  /** TCP port; 0 picks a free one. */
-  port?: number
-  host?: string
-  /** TLS private key and certificate: a file path or the PEM itself. */
-  key?: string | Buffer
-  cert?: string | Buffer
-  /** TLS PKCS#12 bundle: a file path or its bytes, with `passphrase`. */
-  pfx?: string | Buffer
-  passphrase?: string
-  cryptoChallenge?: boolean
-  strictMultiaddr?: boolean
-  metrics?: boolean
-  refreshPeerListIntervalMS?: number
-  challengeTimeoutMS?: number
-  maxPendingChallenges?: number
-  dialTimeoutMS?: number
-  relayHighWaterBytes?: number
-  maxStreamsPerConnection?: number
-  maxRelayBytes?: number
-  maxRelayDurationMS?: number
-  shutdownGracePeriodMS?: number
-  maxAnnouncementsPerSecond?: number
-  maxPeersInJoinReply?: number
-  maxAddressesPerConnection?: number
-  maxPeers?: number
-  maxConnectionsPerIP?: number
-  maxJoinsPerSecond?: number
-  maxDialsPerSecond?: number
-  joinTimeoutMS?: number
-  maxUnsentBytes?: number
-  maxMessageBytes?: number
-  pingIntervalMS?: number
-  pingTimeoutMS?: number
-  /** Redis URL (`redis://host:port`): joins this server to a cluster. */
-  redis?: string
-  clusterNodeTimeoutMS?: number
+/** What an option of each kind holds; `limit-*` kinds take 0 for "no limit". */
+interface KindValues {
+  port: number
+  ms: number
+  count: number
+  bytes: number
+  'limit-ms': number
+  'limit-bytes': number
+  'limit-count': number
+  string: string
+  'redis-url': string
+  /** A file path or the PEM itself; `start()` also takes the bytes. */
+  'tls-file': string | Buffer
+  boolean: boolean
 }
+
+export type OptionKind = keyof KindValues
+type IntegerKind = 'port' | 'ms' | 'count' | 'bytes' | 'limit-ms' | 'limit-bytes' | 'limit-count'
+
+/** One entry of the table, as code that reads any entry sees it. */
+interface Declared<K extends OptionKind> {
+  /** Its name in `start()` and in `Config`. */
+  key: string
+  /** Command-line flag, without the dashes. */
+  flag: string
+  alias?: string
+  env: string
+  kind: K
+  /** Default of `start()`, and of the command unless `cli` is given; without one the option is unset unless given. */
+  library?: KindValues[K]
+  /** Default of the `rendezvous` command, where it differs from the library's. */
+  cli?: KindValues[K]
+  /** Bounds narrower than the kind's, for a whole-number option. */
+  min?: K extends IntegerKind ? number : never
+  max?: K extends IntegerKind ? number : never
+  /** The flag and variable say "disable": set means the option is false. */
+  negated?: K extends 'boolean' ? boolean : never
+  /** Read into `Config.tls` with the other TLS options, not a field of its own. */
+  tls?: true
+  /** An option of the command only, not of `start()` (`--workers`). */
+  command?: true
+  /** Help text; the command adds the default and the variable. */
+  describe: string
+}
+
+export type OptionSpec = { [K in OptionKind]: Declared<K> }[OptionKind]
+
+/**
+ * Every option, once: adding one is a line here plus its use, and the types
+ * `Options`, `Config` and `Defaults` follow. The order is that of `--help`.
+ */
+const TABLE = [
+  // 13579 was the old library's port, 9090 the old command's
+  { key: 'port', flag: 'port', alias: 'p', env: 'PORT', kind: 'port', library: 13579, cli: 9090, describe: 'TCP port to listen on (0 picks a free one)' },
+  { key: 'host', flag: 'host', alias: 'h', env: 'HOST', kind: 'string', library: '0.0.0.0', describe: 'interface to listen on' },
+  { key: 'key', flag: 'key', env: 'KEY', kind: 'tls-file', tls: true, describe: 'TLS private key file (PEM), with --cert' },
+  { key: 'cert', flag: 'cert', env: 'CERT', kind: 'tls-file', tls: true, describe: 'TLS certificate file (PEM), with --key' },
+  { key: 'pfx', flag: 'pfx', env: 'PFX', kind: 'tls-file', tls: true, describe: 'TLS PKCS#12 file, instead of --key and --cert' },
+  { key: 'passphrase', flag: 'passphrase', env: 'PFX_PASSPHRASE', kind: 'string', tls: true, describe: 'passphrase of --pfx (or of an encrypted --key)' },
+  { key: 'cryptoChallenge', flag: 'disableCryptoChallenge', env: 'DISABLE_CRYPTO_CHALLENGE', kind: 'boolean', negated: true, library: true, describe: 'let peers join without proving they own their peer id' },
+  // the old library accepted any address, the old command only websocket-star ones
+  { key: 'strictMultiaddr', flag: 'disableStrictMultiaddr', env: 'DISABLE_STRICT_MULTIADDR', kind: 'boolean', negated: true, library: false, cli: true, describe: 'accept addresses that are not websocket-star multiaddrs' },
+  { key: 'metrics', flag: 'disableMetrics', env: 'DISABLE_METRICS', kind: 'boolean', negated: true, library: false, cli: true, describe: 'do not serve Prometheus metrics on /metrics' },
+  { key: 'refreshPeerListIntervalMS', flag: 'refreshPeerListIntervalMS', env: 'REFRESH_PEER_LIST_INTERVAL_MS', kind: 'ms', library: 10 * second, describe: 'how often every joined address is announced again, in ms' },
+  { key: 'challengeTimeoutMS', flag: 'challengeTimeoutMS', env: 'CHALLENGE_TIMEOUT_MS', kind: 'ms', library: 1 * minute, describe: 'how long a crypto challenge waits for its signature, in ms' },
+  { key: 'maxPendingChallenges', flag: 'maxPendingChallenges', env: 'MAX_PENDING_CHALLENGES', kind: 'count', library: 16, describe: 'unanswered crypto challenges one connection may have' },
+  { key: 'dialTimeoutMS', flag: 'dialTimeoutMS', env: 'DIAL_TIMEOUT_MS', kind: 'ms', library: 30 * second, describe: 'how long a dial waits for the listener to answer and both streams to be accepted, in ms' },
+  { key: 'relayHighWaterBytes', flag: 'relayHighWaterBytes', env: 'RELAY_HIGH_WATER_BYTES', kind: 'bytes', library: 1 * MiB, describe: 'bytes waiting for a receiver above which its senders are paused (resumed below a quarter of it)' },
+  { key: 'maxStreamsPerConnection', flag: 'maxStreamsPerConnection', env: 'MAX_STREAMS_PER_CONNECTION', kind: 'count', library: 256, describe: 'relayed streams one connection may take part in at once (a dial makes two)' },
+  { key: 'maxRelayBytes', flag: 'maxRelayBytes', env: 'MAX_RELAY_BYTES', kind: 'limit-bytes', library: 0, describe: 'bytes one dial may relay, both ways together (0: no limit)' },
+  { key: 'maxRelayDurationMS', flag: 'maxRelayDurationMS', env: 'MAX_RELAY_DURATION_MS', kind: 'limit-ms', library: 0, describe: 'how long one dial may stay open, in ms (0: no limit)' },
+  // a refresh round costs peers × (peers − 1) deliveries; measured on a 2-core machine (README, Performance)
+  { key: 'maxAnnouncementsPerSecond', flag: 'maxAnnouncementsPerSecond', env: 'MAX_ANNOUNCEMENTS_PER_SECOND', kind: 'count', library: 600_000, describe: 'discovery deliveries per second at most; beyond it the refresh interval stretches' },
+  { key: 'maxPeersInJoinReply', flag: 'maxPeersInJoinReply', env: 'MAX_PEERS_IN_JOIN_REPLY', kind: 'count', library: 1000, describe: 'addresses listed in a join\'s answer at most (a random sample when more are joined)' },
+  // the real client holds one
+  { key: 'maxAddressesPerConnection', flag: 'maxAddressesPerConnection', env: 'MAX_ADDRESSES_PER_CONNECTION', kind: 'count', library: 16, describe: 'addresses one connection may hold at once' },
+  { key: 'maxPeers', flag: 'maxPeers', env: 'MAX_PEERS', kind: 'limit-count', library: 0, describe: 'joined addresses in all; beyond it joins get \'Server full\' (0: no limit)' },
+  // no limit by default: peers share NAT addresses
+  { key: 'maxConnectionsPerIP', flag: 'maxConnectionsPerIP', env: 'MAX_CONNECTIONS_PER_IP', kind: 'limit-count', library: 0, describe: 'open connections from one remote address (0: no limit)' },
+  // a listen takes two joins
+  { key: 'maxJoinsPerSecond', flag: 'maxJoinsPerSecond', env: 'MAX_JOINS_PER_SECOND', kind: 'count', library: 20, describe: 'ss-join requests per second per connection (bursts of twice as many)' },
+  { key: 'maxDialsPerSecond', flag: 'maxDialsPerSecond', env: 'MAX_DIALS_PER_SECOND', kind: 'count', library: 50, describe: 'ss-dial requests per second per connection (bursts of twice as many)' },
+  { key: 'joinTimeoutMS', flag: 'joinTimeoutMS', env: 'JOIN_TIMEOUT_MS', kind: 'limit-ms', library: 1 * minute, describe: 'how long a connection may stay without holding an address, in ms (0: forever)' },
+  { key: 'maxUnsentBytes', flag: 'maxUnsentBytes', env: 'MAX_UNSENT_BYTES', kind: 'bytes', library: 8 * MiB, describe: 'output a peer may leave unread before it is disconnected' },
+  // relayed chunks of 1 MiB must fit
+  { key: 'maxMessageBytes', flag: 'maxMessageBytes', env: 'MAX_MESSAGE_BYTES', kind: 'bytes', library: 4 * MiB, describe: 'largest message (or polling request) a client may send' },
+  { key: 'pingIntervalMS', flag: 'pingIntervalMS', env: 'PING_INTERVAL_MS', kind: 'ms', library: 25 * second, describe: 'heartbeat interval, in ms' },
+  { key: 'pingTimeoutMS', flag: 'pingTimeoutMS', env: 'PING_TIMEOUT_MS', kind: 'ms', library: 20 * second, describe: 'a peer silent for the interval plus this is gone, in ms' },
+  { key: 'shutdownGracePeriodMS', flag: 'shutdownGracePeriodMS', env: 'SHUTDOWN_GRACE_PERIOD_MS', kind: 'limit-ms', library: 10 * second, describe: 'on SIGTERM/SIGINT, how long relayed streams may go on before they are ended, in ms' },
+  { key: 'redis', flag: 'redis', env: 'REDIS_URL', kind: 'redis-url', describe: 'Redis URL (redis://host:port): run as one node of a cluster sharing peers through it' },
+  { key: 'clusterNodeTimeoutMS', flag: 'clusterNodeTimeoutMS', env: 'CLUSTER_NODE_TIMEOUT_MS', kind: 'ms', library: 30 * second, describe: 'cluster mode: a node silent this long is dead and its peers are purged, in ms' },
+  // the primary forks the workers itself (workers.ts): start() runs one process
+  { key: 'workers', flag: 'workers', env: 'WORKERS', kind: 'count', command: true, describe: 'processes to run, sharing the port and clustered through --redis (default: one process)' }
+] as const satisfies readonly OptionSpec[]
+
+type Entry = typeof TABLE[number]
+type StartEntry = Exclude<Entry, { command: true }>
+type CommandEntry = Extract<Entry, { command: true }>
+type DefaultedEntry = Extract<StartEntry, { library: unknown }>
+type ValueOf<E extends Entry> = KindValues[E['kind']]
+/** Flattens an intersection, so that the type reads as one object. */
+type Simplify<T> = { [K in keyof T]: T[K] }
+
+/** What `start()` accepts: every option of the table but those of the command only, all optional. */
+export type Options = { [E in StartEntry as E['key']]?: ValueOf<E> }
+
+/** A value for every option that has a default. */
+export type Defaults = { [E in DefaultedEntry as E['key']]: ValueOf<E> }
 
 export type TlsConfig =
   | { key: Buffer, cert: Buffer, passphrase?: string }
   | { pfx: Buffer, passphrase?: string }
 
-/** Options after defaults and validation: what the modules read. */
-export interface Config {
-  port: number
-  host: string
-  tls?: TlsConfig
-  cryptoChallenge: boolean
-  strictMultiaddr: boolean
-  metrics: boolean
-  refreshPeerListIntervalMS: number
-  challengeTimeoutMS: number
-  maxPendingChallenges: number
-  dialTimeoutMS: number
-  relayHighWaterBytes: number
-  maxStreamsPerConnection: number
-  maxRelayBytes: number
-  maxRelayDurationMS: number
-  shutdownGracePeriodMS: number
-  maxAnnouncementsPerSecond: number
-  maxPeersInJoinReply: number
-  maxAddressesPerConnection: number
-  maxPeers: number
-  maxConnectionsPerIP: number
-  maxJoinsPerSecond: number
-  maxDialsPerSecond: number
-  joinTimeoutMS: number
-  maxUnsentBytes: number
-  maxMessageBytes: number
-  pingIntervalMS: number
-  pingTimeoutMS: number
-  redis?: string
-  clusterNodeTimeoutMS: number
+/** Options after defaults and validation, what the modules read: the TLS options become `tls`. */
+export type Config = Simplify<Defaults & { [E in Exclude<StartEntry, DefaultedEntry | { tls: true }> as E['key']]?: ValueOf<E> } & { tls?: TlsConfig }>
+
+/** The options of the command only, such as `--workers`. */
+export type CommandOptions = { [E in CommandEntry as E['key']]?: ValueOf<E> }
+
+/** The options of `start()`, in the order of `--help`. */
+export const OPTION_SPECS: ReadonlyArray<OptionSpec & { key: keyof Options }> = TABLE.filter((spec): spec is StartEntry => !('command' in spec))
+
+/** The options of the command only, which `start()` does not take. */
+export const COMMAND_SPECS: ReadonlyArray<OptionSpec & { key: keyof CommandOptions }> = TABLE.filter((spec): spec is CommandEntry => 'command' in spec)
+
+function defaultsOf (pick: (spec: OptionSpec) => unknown): Defaults {
+  const defaults: Record<string, unknown> = {}
+  for (const spec of OPTION_SPECS) {
+    const value = pick(spec)
+    if (value !== undefined) defaults[spec.key] = value
+  }
+  // the entries with a library default are the keys of Defaults, and `satisfies` checked each value against its kind
+  return defaults as Defaults
 }
-
-/** `limit-*`: 0 means no limit. */
-type Kind = 'port' | 'ms' | 'count' | 'bytes' | 'limit-ms' | 'limit-bytes' | 'limit-count' | 'string' | 'tls-file' | 'boolean' | 'redis-url'
-
-/** One option, as `start()`, the command line and the environment name it. */
-export interface OptionSpec {
-  key: keyof Options
-  /** Command-line flag, without the dashes. */
-  flag: string
-  alias?: string
-  env: string
-  kind: Kind
-  /** The flag and variable say "disable": set means the option is false. */
-  negated?: boolean
-  describe: string
-}
-
-export const OPTION_SPECS: readonly OptionSpec[] = [
-  { key: 'port', flag: 'port', alias: 'p', env: 'PORT', kind: 'port', describe: 'TCP port to listen on (0 picks a free one)' },
-  { key: 'host', flag: 'host', alias: 'h', env: 'HOST', kind: 'string', describe: 'interface to listen on' },
-  { key: 'key', flag: 'key', env: 'KEY', kind: 'tls-file', describe: 'TLS private key file (PEM), with --cert' },
-  { key: 'cert', flag: 'cert', env: 'CERT', kind: 'tls-file', describe: 'TLS certificate file (PEM), with --key' },
-  { key: 'pfx', flag: 'pfx', env: 'PFX', kind: 'tls-file', describe: 'TLS PKCS#12 file, instead of --key and --cert' },
-  { key: 'passphrase', flag: 'passphrase', env: 'PFX_PASSPHRASE', kind: 'string', describe: 'passphrase of --pfx (or of an encrypted --key)' },
-  { key: 'cryptoChallenge', flag: 'disableCryptoChallenge', env: 'DISABLE_CRYPTO_CHALLENGE', kind: 'boolean', negated: true, describe: 'let peers join without proving they own their peer id' },
-  { key: 'strictMultiaddr', flag: 'disableStrictMultiaddr', env: 'DISABLE_STRICT_MULTIADDR', kind: 'boolean', negated: true, describe: 'accept addresses that are not websocket-star multiaddrs' },
-  { key: 'metrics', flag: 'disableMetrics', env: 'DISABLE_METRICS', kind: 'boolean', negated: true, describe: 'do not serve Prometheus metrics on /metrics' },
-  { key: 'refreshPeerListIntervalMS', flag: 'refreshPeerListIntervalMS', env: 'REFRESH_PEER_LIST_INTERVAL_MS', kind: 'ms', describe: 'how often every joined address is announced again, in ms' },
-  { key: 'challengeTimeoutMS', flag: 'challengeTimeoutMS', env: 'CHALLENGE_TIMEOUT_MS', kind: 'ms', describe: 'how long a crypto challenge waits for its signature, in ms' },
-  { key: 'maxPendingChallenges', flag: 'maxPendingChallenges', env: 'MAX_PENDING_CHALLENGES', kind: 'count', describe: 'unanswered crypto challenges one connection may have' },
-  { key: 'dialTimeoutMS', flag: 'dialTimeoutMS', env: 'DIAL_TIMEOUT_MS', kind: 'ms', describe: 'how long a dial waits for the listener to answer and both streams to be accepted, in ms' },
-  { key: 'relayHighWaterBytes', flag: 'relayHighWaterBytes', env: 'RELAY_HIGH_WATER_BYTES', kind: 'bytes', describe: 'bytes waiting for a receiver above which its senders are paused (resumed below a quarter of it)' },
-  { key: 'maxStreamsPerConnection', flag: 'maxStreamsPerConnection', env: 'MAX_STREAMS_PER_CONNECTION', kind: 'count', describe: 'relayed streams one connection may take part in at once (a dial makes two)' },
-  { key: 'maxRelayBytes', flag: 'maxRelayBytes', env: 'MAX_RELAY_BYTES', kind: 'limit-bytes', describe: 'bytes one dial may relay, both ways together (0: no limit)' },
-  { key: 'maxRelayDurationMS', flag: 'maxRelayDurationMS', env: 'MAX_RELAY_DURATION_MS', kind: 'limit-ms', describe: 'how long one dial may stay open, in ms (0: no limit)' },
-  { key: 'maxAnnouncementsPerSecond', flag: 'maxAnnouncementsPerSecond', env: 'MAX_ANNOUNCEMENTS_PER_SECOND', kind: 'count', describe: 'discovery deliveries per second at most; beyond it the refresh interval stretches' },
-  { key: 'maxPeersInJoinReply', flag: 'maxPeersInJoinReply', env: 'MAX_PEERS_IN_JOIN_REPLY', kind: 'count', describe: 'addresses listed in a join\'s answer at most (a random sample when more are joined)' },
-  { key: 'maxAddressesPerConnection', flag: 'maxAddressesPerConnection', env: 'MAX_ADDRESSES_PER_CONNECTION', kind: 'count', describe: 'addresses one connection may hold at once' },
-  { key: 'maxPeers', flag: 'maxPeers', env: 'MAX_PEERS', kind: 'limit-count', describe: 'joined addresses in all; beyond it joins get \'Server full\' (0: no limit)' },
-  { key: 'maxConnectionsPerIP', flag: 'maxConnectionsPerIP', env: 'MAX_CONNECTIONS_PER_IP', kind: 'limit-count', describe: 'open connections from one remote address (0: no limit)' },
-  { key: 'maxJoinsPerSecond', flag: 'maxJoinsPerSecond', env: 'MAX_JOINS_PER_SECOND', kind: 'count', describe: 'ss-join requests per second per connection (bursts of twice as many)' },
-  { key: 'maxDialsPerSecond', flag: 'maxDialsPerSecond', env: 'MAX_DIALS_PER_SECOND', kind: 'count', describe: 'ss-dial requests per second per connection (bursts of twice as many)' },
-  { key: 'joinTimeoutMS', flag: 'joinTimeoutMS', env: 'JOIN_TIMEOUT_MS', kind: 'limit-ms', describe: 'how long a connection may stay without holding an address, in ms (0: forever)' },
-  { key: 'maxUnsentBytes', flag: 'maxUnsentBytes', env: 'MAX_UNSENT_BYTES', kind: 'bytes', describe: 'output a peer may leave unread before it is disconnected' },
-  { key: 'maxMessageBytes', flag: 'maxMessageBytes', env: 'MAX_MESSAGE_BYTES', kind: 'bytes', describe: 'largest message (or polling request) a client may send' },
-  { key: 'pingIntervalMS', flag: 'pingIntervalMS', env: 'PING_INTERVAL_MS', kind: 'ms', describe: 'heartbeat interval, in ms' },
-  { key: 'pingTimeoutMS', flag: 'pingTimeoutMS', env: 'PING_TIMEOUT_MS', kind: 'ms', describe: 'a peer silent for the interval plus this is gone, in ms' },
-  { key: 'shutdownGracePeriodMS', flag: 'shutdownGracePeriodMS', env: 'SHUTDOWN_GRACE_PERIOD_MS', kind: 'limit-ms', describe: 'on SIGTERM/SIGINT, how long relayed streams may go on before they are ended, in ms' },
-  { key: 'redis', flag: 'redis', env: 'REDIS_URL', kind: 'redis-url', describe: 'Redis URL (redis://host:port): run as one node of a cluster sharing peers through it' },
-  { key: 'clusterNodeTimeoutMS', flag: 'clusterNodeTimeoutMS', env: 'CLUSTER_NODE_TIMEOUT_MS', kind: 'ms', describe: 'cluster mode: a node silent this long is dead and its peers are purged, in ms' }
-]
-
-/** A value for every option that has a default. */
-export type Defaults = Omit<Config, 'tls' | 'redis'>
 
 /** Defaults of `start()`: those of the old library. */
-export const LIBRARY_DEFAULTS: Defaults = {
-  port: C.LIBRARY_PORT,
-  host: C.HOST,
-  cryptoChallenge: true,
-  strictMultiaddr: false,
-  metrics: false,
-  refreshPeerListIntervalMS: C.REFRESH_PEER_LIST_INTERVAL_MS,
-  challengeTimeoutMS: C.CHALLENGE_TTL_MS,
-  maxPendingChallenges: C.MAX_PENDING_CHALLENGES_PER_CONNECTION,
-  dialTimeoutMS: C.DIAL_TIMEOUT_MS,
-  relayHighWaterBytes: C.RELAY_HIGH_WATER_BYTES,
-  maxStreamsPerConnection: C.MAX_STREAMS_PER_CONNECTION,
-  maxRelayBytes: C.MAX_RELAY_BYTES,
-  maxRelayDurationMS: C.MAX_RELAY_DURATION_MS,
-  shutdownGracePeriodMS: C.SHUTDOWN_GRACE_PERIOD_MS,
-  maxAnnouncementsPerSecond: C.MAX_ANNOUNCEMENTS_PER_SECOND,
-  maxPeersInJoinReply: C.MAX_PEERS_IN_JOIN_REPLY,
-  maxAddressesPerConnection: C.MAX_ADDRESSES_PER_CONNECTION,
-  maxPeers: C.MAX_PEERS,
-  maxConnectionsPerIP: C.MAX_CONNECTIONS_PER_IP,
-  maxJoinsPerSecond: C.MAX_JOINS_PER_SECOND,
-  maxDialsPerSecond: C.MAX_DIALS_PER_SECOND,
-  joinTimeoutMS: C.JOIN_TIMEOUT_MS,
-  maxUnsentBytes: C.MAX_UNSENT_BYTES,
-  maxMessageBytes: C.MAX_MESSAGE_BYTES,
-  pingIntervalMS: C.PING_INTERVAL_MS,
-  pingTimeoutMS: C.PING_TIMEOUT_MS,
-  clusterNodeTimeoutMS: C.CLUSTER_NODE_TIMEOUT_MS
-}
+export const LIBRARY_DEFAULTS: Defaults = defaultsOf((spec) => spec.library)
 
 /** Defaults of the `rendezvous` command: those of the old command. */
-export const CLI_DEFAULTS: Defaults = {
-  ...LIBRARY_DEFAULTS,
-  port: C.CLI_PORT,
-  strictMultiaddr: true,
-  metrics: true
-}
+export const CLI_DEFAULTS: Defaults = defaultsOf((spec) => spec.cli ?? spec.library)
 
 /** A bad option value; `option` is how the user wrote its name. */
 export class OptionError extends Error {
@@ -180,90 +151,167 @@ export class OptionError extends Error {
   }
 }
 
-/** Range and description of each whole-number kind; `limit-*` kinds take 0 for "no limit". */
-const INTEGER_KINDS: Partial<Record<Kind, [min: number, max: number, what: string]>> = {
-  port: [0, 65535, 'a port number (0 to 65535)'],
-  ms: [1, 2 ** 31 - 1, 'a duration in milliseconds (a whole number from 1)'],
-  count: [1, Number.MAX_SAFE_INTEGER, 'a count (a whole number from 1)'],
-  bytes: [1, Number.MAX_SAFE_INTEGER, 'a size in bytes (a whole number from 1)'],
-  'limit-ms': [0, 2 ** 31 - 1, 'a duration in milliseconds (0 for no limit)'],
-  'limit-bytes': [0, Number.MAX_SAFE_INTEGER, 'a size in bytes (0 for no limit)'],
-  'limit-count': [0, Number.MAX_SAFE_INTEGER, 'a count (0 for no limit)']
+interface IntegerRange {
+  /** What a value is, for messages. */
+  noun: string
+  min: number
+  max: number
+  /** 0 is taken too, meaning "no limit". */
+  zeroIsNoLimit: boolean
+  /** The message's words for the kind's own range. */
+  range: string
 }
 
-const TRUE_WORDS = new Set(['1', 'true', 'yes'])
-const FALSE_WORDS = new Set(['0', 'false', 'no'])
+/** setTimeout's longest delay. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+const MS = { noun: 'a duration in milliseconds', min: 1, max: MAX_TIMER_MS }
+const COUNT = { noun: 'a count', min: 1, max: Number.MAX_SAFE_INTEGER }
+const BYTES = { noun: 'a size in bytes', min: 1, max: Number.MAX_SAFE_INTEGER }
+const FROM_ONE = { zeroIsNoLimit: false, range: 'a whole number from 1' }
+const NO_LIMIT = { zeroIsNoLimit: true, range: '0 for no limit' }
 
-function parseInteger (raw: unknown, option: string, min: number, max: number, what: string): number {
+const INTEGER_KINDS: Record<IntegerKind, IntegerRange> = {
+  port: { noun: 'a port number', min: 0, max: 65535, zeroIsNoLimit: false, range: '0 to 65535' },
+  ms: { ...MS, ...FROM_ONE },
+  count: { ...COUNT, ...FROM_ONE },
+  bytes: { ...BYTES, ...FROM_ONE },
+  'limit-ms': { ...MS, ...NO_LIMIT },
+  'limit-bytes': { ...BYTES, ...NO_LIMIT },
+  'limit-count': { ...COUNT, ...NO_LIMIT }
+}
+
+/** The whole numbers an option of `kind` takes: the kind's range, or the option's own `min` and `max`. */
+export function integerBounds (kind: IntegerKind, own: { min?: number, max?: number } = {}): { min: number, max: number, zeroIsNoLimit: boolean, what: string } {
+  const { noun, min, max, zeroIsNoLimit, range } = INTEGER_KINDS[kind]
+  if (own.min === undefined && own.max === undefined) return { min: zeroIsNoLimit ? 0 : min, max, zeroIsNoLimit, what: `${noun} (${range})` }
+  const lowest = own.min ?? min
+  const highest = own.max ?? max
+  const words = `a whole number from ${lowest} to ${highest}`
+  return { min: lowest, max: highest, zeroIsNoLimit, what: `${noun} (${zeroIsNoLimit ? `0 for no limit, or ${words}` : words})` }
+}
+
+function parseInteger (raw: unknown, option: string, kind: IntegerKind, own: { min?: number, max?: number }): number {
+  const { min, max, zeroIsNoLimit, what } = integerBounds(kind, own)
   const n = typeof raw === 'string' && /^\s*\d+\s*$/.test(raw) ? Number(raw) : raw
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
+  if (typeof n !== 'number' || !Number.isInteger(n) || ((n < min || n > max) && !(zeroIsNoLimit && n === 0))) {
     throw new OptionError(option, `${JSON.stringify(raw)} is not ${what}`)
   }
   return n
 }
 
+const TRUE_WORDS = new Set(['1', 'true', 'yes'])
+const FALSE_WORDS = new Set(['0', 'false', 'no'])
+
+/** The parts of an entry a value's check reads. */
+interface Checked<K extends OptionKind> {
+  kind: K
+  min?: number
+  max?: number
+}
+
+type Parsers = { [K in OptionKind]: (raw: unknown, option: string, spec: Checked<K>) => KindValues[K] }
+
+const integer = (raw: unknown, option: string, spec: Checked<IntegerKind>): number => parseInteger(raw, option, spec.kind, spec)
+
+const PARSERS: Parsers = {
+  port: integer,
+  ms: integer,
+  count: integer,
+  bytes: integer,
+  'limit-ms': integer,
+  'limit-bytes': integer,
+  'limit-count': integer,
+  string: (raw, option) => {
+    if (typeof raw !== 'string' || raw === '') throw new OptionError(option, 'must be a non-empty string')
+    return raw
+  },
+  'redis-url': (raw, option) => {
+    if (typeof raw !== 'string' || !/^rediss?:\/\/[^/\s]+(\/\d*)?$/.test(raw.trim())) {
+      throw new OptionError(option, `${JSON.stringify(raw)} is not a Redis URL (redis://[user:password@]host[:port][/db])`)
+    }
+    return raw.trim()
+  },
+  'tls-file': (raw, option) => {
+    if (Buffer.isBuffer(raw)) return raw
+    if (typeof raw !== 'string' || raw === '') throw new OptionError(option, 'must be a file path')
+    return raw
+  },
+  boolean: (raw, option) => {
+    if (typeof raw === 'boolean') return raw
+    const word = typeof raw === 'string' ? raw.trim().toLowerCase() : ''
+    if (TRUE_WORDS.has(word)) return true
+    if (FALSE_WORDS.has(word)) return false
+    throw new OptionError(option, `${JSON.stringify(raw)} is not one of 1, true, yes, 0, false, no`)
+  }
+}
+
 /**
  * Converts a value as the user gave it (a string from the command line or the
  * environment, or a typed value from `start()`) to the option's type.
+ * `option` is the name an error gives.
  */
-export function parseOptionValue (spec: OptionSpec, raw: unknown, option: string): unknown {
-  const integer = INTEGER_KINDS[spec.kind]
-  if (integer !== undefined) return parseInteger(raw, option, ...integer)
-  switch (spec.kind) {
-    case 'string':
-      if (typeof raw !== 'string' || raw === '') throw new OptionError(option, 'must be a non-empty string')
-      return raw
-    case 'redis-url':
-      if (typeof raw !== 'string' || !/^rediss?:\/\/[^/\s]+(\/\d*)?$/.test(raw.trim())) {
-        throw new OptionError(option, `${JSON.stringify(raw)} is not a Redis URL (redis://[user:password@]host[:port][/db])`)
-      }
-      return raw.trim()
-    case 'tls-file':
-      if (Buffer.isBuffer(raw)) return raw
-      if (typeof raw !== 'string' || raw === '') throw new OptionError(option, 'must be a file path')
-      return raw
-    case 'boolean': {
-      if (typeof raw === 'boolean') return raw
-      const word = typeof raw === 'string' ? raw.trim().toLowerCase() : ''
-      if (TRUE_WORDS.has(word)) return true
-      if (FALSE_WORDS.has(word)) return false
-      throw new OptionError(option, `${JSON.stringify(raw)} is not one of 1, true, yes, 0, false, no`)
-    }
-  }
+export function parseOptionValue<K extends OptionKind> (spec: Checked<K>, raw: unknown, option: string): KindValues[K] {
+  return PARSERS[spec.kind](raw, option, spec)
 }
 
 /**
  * The raw value of one option as the user gave it, with how they wrote its
  * name: the flag wins over the variable, and an empty variable counts as unset.
  */
-export function givenValue (argv: Record<string, unknown>, env: NodeJS.ProcessEnv, flag: string, variable: string): { raw: unknown, name: string } | undefined {
-  if (argv[flag] !== undefined) return { raw: argv[flag], name: `--${flag}` }
-  const fromEnv = env[variable]
-  if (fromEnv !== undefined && fromEnv !== '') return { raw: fromEnv, name: variable }
+function givenValue (argv: Record<string, unknown>, env: NodeJS.ProcessEnv, spec: OptionSpec): { raw: unknown, name: string } | undefined {
+  if (argv[spec.flag] !== undefined) return { raw: argv[spec.flag], name: `--${spec.flag}` }
+  const fromEnv = env[spec.env]
+  if (fromEnv !== undefined && fromEnv !== '') return { raw: fromEnv, name: spec.env }
   return undefined
+}
+
+/** One option from the command line or the environment, as `start()` takes it; `names` learns how the user wrote it. */
+function fromCommandLine (spec: OptionSpec, argv: Record<string, unknown>, env: NodeJS.ProcessEnv, names: Map<string, string>): KindValues[OptionKind] | undefined {
+  const given = givenValue(argv, env, spec)
+  if (given === undefined) return undefined
+  const { raw, name } = given
+  names.set(spec.key, name)
+  switch (spec.kind) {
+    // read files here, so that an error names the flag or variable as written
+    case 'tls-file': return readTlsFile(parseOptionValue(spec, raw, name), name)
+    case 'boolean': {
+      const value = parseOptionValue(spec, raw, name)
+      // `--disableMetrics` and `DISABLE_METRICS=1` both mean `metrics: false`
+      return spec.negated === true ? !value : value
+    }
+    default: return parseOptionValue(spec, raw, name)
+  }
+}
+
+/**
+ * Sets one option of a set being built. Not checked against the key: the value
+ * was parsed by the kind the table gives that key, which is the type the
+ * derived types give it.
+ */
+function put<K extends string> (target: { [key in K]?: unknown }, key: K, value: unknown): void {
+  target[key] = value
 }
 
 /**
  * Options from the command line (already parsed by yargs, keyed by flag) and
- * the environment. A flag wins over its variable; an empty variable counts as
- * unset. Names in errors are written as the user wrote them.
+ * the environment: those of `start()`, and those of the command only. A flag
+ * wins over its variable; an empty variable counts as unset. Names in errors,
+ * and in `names` (keyed by option), are written as the user wrote them.
  */
-export function optionsFromCommandLine (argv: Record<string, unknown>, env: NodeJS.ProcessEnv): { options: Options, names: Map<string, string> } {
-  const options: Record<string, unknown> = {}
+export function optionsFromCommandLine (argv: Record<string, unknown>, env: NodeJS.ProcessEnv): { options: Options, command: CommandOptions, names: Map<string, string> } {
+  const options: Options = {}
+  const command: CommandOptions = {}
   /** How the user wrote each option given: `--port` or `PORT`. */
   const names = new Map<string, string>()
   for (const spec of OPTION_SPECS) {
-    const given = givenValue(argv, env, spec.flag, spec.env)
-    if (given === undefined) continue
-    const { name } = given
-    let value = parseOptionValue(spec, given.raw, name)
-    // read files here, so that an error names the flag or variable as written
-    if (spec.kind === 'tls-file') value = readTlsFile(value as string, name)
-    // `--disableMetrics` and `DISABLE_METRICS=1` both mean `metrics: false`
-    options[spec.key] = spec.negated === true ? !(value as boolean) : value
-    names.set(spec.key, name)
+    const value = fromCommandLine(spec, argv, env, names)
+    if (value !== undefined) put(options, spec.key, value)
   }
-  return { options: options as Options, names }
+  for (const spec of COMMAND_SPECS) {
+    const value = fromCommandLine(spec, argv, env, names)
+    if (value !== undefined) put(command, spec.key, value)
+  }
+  return { options, command, names }
 }
 
 function readTlsFile (value: string | Buffer, option: string): Buffer {
@@ -308,14 +356,13 @@ function resolveTls (options: Options): TlsConfig | undefined {
  * Throws an `OptionError` naming the first bad option.
  */
 export function resolveConfig (options: Options, defaults: Defaults = LIBRARY_DEFAULTS): Config {
-  const merged: Record<string, unknown> = { ...defaults }
+  const merged: Options & Defaults = { ...defaults }
   for (const spec of OPTION_SPECS) {
     const value = options[spec.key]
     if (value === undefined) continue
-    merged[spec.key] = parseOptionValue(spec, value, spec.key)
+    put(merged, spec.key, parseOptionValue(spec, value, spec.key))
   }
-  const m = merged as unknown as Options & Defaults
-  const tls = resolveTls(m)
-  const { key, cert, pfx, passphrase, ...rest } = m
+  const { key, cert, pfx, passphrase, ...rest } = merged
+  const tls = resolveTls({ key, cert, pfx, passphrase })
   return { ...rest, ...(tls !== undefined ? { tls } : {}) }
 }

@@ -5,7 +5,7 @@
  */
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Server, Socket } from 'socket.io'
-import { MAX_ADDRESS_LENGTH, MAX_JOIN_DATA_LENGTH } from './constants.js'
+import { MAX_ADDRESS_LENGTH, MAX_DIAL_ID_LENGTH, MAX_JOIN_DATA_LENGTH } from './constants.js'
 
 /** Strings sent through acknowledgements. Always strings: an Error JSON-encodes to `{}`. */
 export const ERRORS = {
@@ -132,9 +132,6 @@ export function parseLeave (args: unknown[]): string | undefined {
   return isAddressString(args[0]) ? args[0] : undefined
 }
 
-/** Longest dial id accepted; the client sends a 36-character uuid. */
-export const MAX_DIAL_ID_LENGTH = 128
-
 /** `ss-dial(from, to, dialId, ack)`. */
 export function parseDial (args: unknown[]): DialRequest | Rejected {
   const [from, to, dialId] = args
@@ -146,18 +143,16 @@ export function parseDial (args: unknown[]): DialRequest | Rejected {
   return { from, to, dialId, ack }
 }
 
-export function isRejected<T extends object> (request: T | Rejected): request is Rejected {
+export function isRejected (request: object): request is Rejected {
   return 'invalid' in request
 }
 
 /** Node → node, in cluster mode (through the Redis adapter's `serverSideEmit`). */
 export interface ServerSideEvents {
-  /** Addresses held by the sending node, to announce to every peer here. */
-  'rendezvous:announce': (addresses: unknown, fresh: unknown) => void
-  /** The sending node is leaving the cluster. */
-  'rendezvous:gone': (node: unknown) => void
+  /** A broadcast from another node, encoded and checked by cluster/messages.ts. */
+  'rendezvous:node': (message: unknown) => void
 }
 
 /** The Socket.IO server and sockets, typed by the maps above. */
-export type RendezvousServer = Server<ClientToServerEvents, ServerToClientEvents, ServerSideEvents>
+export type SocketServer = Server<ClientToServerEvents, ServerToClientEvents, ServerSideEvents>
 export type PeerSocket = Socket<ClientToServerEvents, ServerToClientEvents, ServerSideEvents>

@@ -4,11 +4,12 @@
  * only one that adds to or removes from these maps.
  */
 
-export interface Holder {
+/** A connection, as the registry knows it: by its id. */
+export interface Connection {
   readonly id: string
 }
 
-export class Registry<S extends Holder> {
+export class Registry<S extends Connection> {
   private readonly holders = new Map<string, S>()
   private readonly byConnection = new Map<string, Set<string>>()
 
@@ -32,10 +33,6 @@ export class Registry<S extends Holder> {
 
   addressesOf (connectionId: string): ReadonlySet<string> | undefined {
     return this.byConnection.get(connectionId)
-  }
-
-  addresses (): IterableIterator<string> {
-    return this.holders.keys()
   }
 
   entries (): IterableIterator<[string, S]> {

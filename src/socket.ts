@@ -10,17 +10,18 @@ import { SOCKET_IO_PATH } from './constants.js'
 import type { Joins } from './join.js'
 import type { Limits } from './limits.js'
 import { logError } from './log.js'
-import { ERRORS, EVENTS, STREAM_EVENT_PREFIX, isRejected, parseDial, parseJoin, parseLeave, type Ack, type PeerSocket, type RendezvousServer } from './protocol.js'
+import { ERRORS, EVENTS, STREAM_EVENT_PREFIX, isRejected, parseDial, parseJoin, parseLeave, type Ack, type PeerSocket, type SocketServer } from './protocol.js'
 import type { Metrics } from './metrics.js'
-import type { Relay } from './relay.js'
+import type { Relay } from './relay/index.js'
 
 const log = debug('rendezvous:socket')
 
+/** The parts each event is handed to, once checked. */
 export interface Handlers {
-  joins: Joins
-  relay: Relay
-  limits: Limits
-  metrics: Metrics
+  joins: Pick<Joins, 'join' | 'leave' | 'disconnect'>
+  relay: Pick<Relay, 'dial' | 'onStreamEvent' | 'connectionClosed'>
+  limits: Pick<Limits, 'opened' | 'closed' | 'allowJoin' | 'allowDial'>
+  metrics: Pick<Metrics, 'handlerError'>
 }
 
 export interface SocketConfig {
@@ -33,7 +34,7 @@ export interface SocketConfig {
  * @param refusal why a new connection is refused (shutdown has begun, too
  * many from its address), or undefined to accept it
  */
-export function createSocketServer (http: HttpServer, config: SocketConfig, refusal: (req: IncomingMessage) => string | undefined): RendezvousServer {
+export function createSocketServer (http: HttpServer, config: SocketConfig, refusal: (req: IncomingMessage) => string | undefined): SocketServer {
   return new Server(http, {
     path: SOCKET_IO_PATH,
     // socket.io-client 2.x speaks Engine.IO v3
@@ -59,7 +60,7 @@ function refuse (socket: PeerSocket, event: string, ack: Ack | undefined, error:
   if (ack !== undefined) ack(error)
 }
 
-function failed (socket: PeerSocket, event: string, ack: unknown, err: unknown, metrics: Metrics): void {
+function failed (socket: PeerSocket, event: string, ack: unknown, err: unknown, metrics: Handlers['metrics']): void {
   logError('[%s] %s handler failed: %O', socket.id, event, err)
   metrics.handlerError(event)
   if (typeof ack === 'function') {
@@ -67,66 +68,79 @@ function failed (socket: PeerSocket, event: string, ack: unknown, err: unknown, 
   }
 }
 
-export function wireSockets (io: RendezvousServer, { joins, relay, limits, metrics }: Handlers): void {
-  /**
-   * Wraps a handler so that an exception, thrown or rejected, is logged with
-   * the connection id, counted, and answered on the event's ack, if it has one.
-   */
-  function guarded (socket: PeerSocket, event: string, handler: (args: unknown[]) => void | Promise<void>) {
-    return (...args: unknown[]): void => {
-      try {
-        const done = handler(args)
-        if (done !== undefined) done.catch((err: unknown) => { failed(socket, event, args[args.length - 1], err, metrics) })
-      } catch (err) {
-        failed(socket, event, args[args.length - 1], err, metrics)
-      }
+/**
+ * Wraps a handler so that an exception, thrown or rejected, is logged with
+ * the connection id, counted, and answered on the event's ack, if it has one.
+ */
+function guarded (socket: PeerSocket, event: string, metrics: Handlers['metrics'], handler: (args: unknown[]) => void | Promise<void>) {
+  return (...args: unknown[]): void => {
+    try {
+      const done = handler(args)
+      if (done !== undefined) done.catch((err: unknown) => { failed(socket, event, args[args.length - 1], err, metrics) })
+    } catch (err) {
+      failed(socket, event, args[args.length - 1], err, metrics)
     }
   }
+}
 
-  io.on('connection', (socket) => {
-    log('[%s] connected over %s', socket.id, socket.conn.transport.name)
-    limits.opened(socket)
+/** Hands every event of one connection, checked, to its owner. */
+function wireSocket (socket: PeerSocket, { joins, relay, limits, metrics }: Handlers): void {
+  log('[%s] connected over %s', socket.id, socket.conn.transport.name)
+  limits.opened(socket)
 
-    socket.on(EVENTS.JOIN, guarded(socket, EVENTS.JOIN, async (args) => {
-      const request = parseJoin(args)
-      if (isRejected(request)) return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.INVALID_REQUEST)
-      if (!limits.allowJoin(socket)) return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.RATE_LIMITED)
-      await joins.join(socket, request)
-    }))
+  socket.on(EVENTS.JOIN, guarded(socket, EVENTS.JOIN, metrics, async (args) => {
+    const request = parseJoin(args)
+    if (isRejected(request)) return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.INVALID_REQUEST)
+    if (!limits.allowJoin(socket)) return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.RATE_LIMITED)
+    await joins.join(socket, request)
+  }))
 
-    socket.on(EVENTS.LEAVE, guarded(socket, EVENTS.LEAVE, (args) => {
-      const address = parseLeave(args)
-      if (address === undefined) return refuse(socket, EVENTS.LEAVE, undefined, ERRORS.INVALID_REQUEST)
-      joins.leave(socket, address)
-    }))
+  socket.on(EVENTS.LEAVE, guarded(socket, EVENTS.LEAVE, metrics, (args) => {
+    const address = parseLeave(args)
+    if (address === undefined) return refuse(socket, EVENTS.LEAVE, undefined, ERRORS.INVALID_REQUEST)
+    joins.leave(socket, address)
+  }))
 
-    socket.on(EVENTS.DIAL, guarded(socket, EVENTS.DIAL, async (args) => {
-      const request = parseDial(args)
-      if (isRejected(request)) return refuse(socket, EVENTS.DIAL, request.ack, ERRORS.INVALID_REQUEST)
-      if (!limits.allowDial(socket)) return refuse(socket, EVENTS.DIAL, request.ack, ERRORS.RATE_LIMITED)
-      await relay.dial(socket, request)
-    }))
+  socket.on(EVENTS.DIAL, guarded(socket, EVENTS.DIAL, metrics, async (args) => {
+    const request = parseDial(args)
+    if (isRejected(request)) return refuse(socket, EVENTS.DIAL, request.ack, ERRORS.INVALID_REQUEST)
+    if (!limits.allowDial(socket)) return refuse(socket, EVENTS.DIAL, request.ack, ERRORS.RATE_LIMITED)
+    await relay.dial(socket, request)
+  }))
 
-    // one listener for every relayed stream of this connection: the relay
-    // finds the stream by name, so nothing here grows with the number of dials
-    socket.onAny((event: unknown, ...args: unknown[]) => {
-      if (typeof event !== 'string' || !event.startsWith(STREAM_EVENT_PREFIX)) return
-      try {
-        relay.onStreamEvent(socket, event, args)
-      } catch (err) {
-        failed(socket, event, undefined, err, metrics)
-      }
-    })
-
-    socket.on('disconnect', (reason) => {
-      log('[%s] disconnected: %s', socket.id, reason)
-      try {
-        relay.connectionClosed(socket)
-        joins.disconnect(socket)
-        limits.closed(socket)
-      } catch (err) {
-        logError('[%s] cleanup after disconnect failed: %O', socket.id, err)
-      }
-    })
+  // one listener for every relayed stream of this connection: the relay
+  // finds the stream by name, so nothing here grows with the number of dials
+  socket.onAny((event: unknown, ...args: unknown[]) => {
+    if (typeof event !== 'string' || !event.startsWith(STREAM_EVENT_PREFIX)) return
+    try {
+      relay.onStreamEvent(socket, event, args)
+    } catch (err) {
+      failed(socket, event, undefined, err, metrics)
+    }
   })
+
+  socket.on('disconnect', (reason) => {
+    log('[%s] disconnected: %s', socket.id, reason)
+    try {
+      relay.connectionClosed(socket)
+      joins.disconnect(socket)
+      limits.closed(socket)
+    } catch (err) {
+      logError('[%s] cleanup after disconnect failed: %O', socket.id, err)
+    }
+  })
+}
+
+export function wireSockets (io: SocketServer, handlers: Handlers): void {
+  io.on('connection', (socket) => { wireSocket(socket, handlers) })
+}
+
+/** Event listeners on all sockets together: flat however many dials run (for leak checks). */
+export function countListeners (io: SocketServer): number {
+  let n = 0
+  for (const socket of io.sockets.sockets.values()) {
+    for (const event of socket.eventNames()) n += socket.listenerCount(event)
+    n += socket.listenersAny().length
+  }
+  return n
 }

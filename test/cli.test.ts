@@ -12,8 +12,9 @@ import { after, before, describe, it } from 'node:test'
 import { ERRORS, OPTION_SPECS } from '../src/index.js'
 import { connect, type Client } from './helpers/clients.js'
 import { request } from './helpers/http.js'
+import { joinWithChallenge } from './helpers/join.js'
 import { addressOf, libp2pIdentity, randomAddress, randomPeerId } from './helpers/keys.js'
-import { runCli, startCli, type CliServer, type Exit } from './helpers/server.js'
+import { assertConfigError, runCli, startCli, type CliServer } from './helpers/server.js'
 import { canBind, freePort } from './helpers/ports.js'
 import { until } from './helpers/wait.js'
 
@@ -42,36 +43,10 @@ async function open (url: string, version: 'v2' | 'v4' = 'v2', extra: Record<str
   return client
 }
 
-/** A full join through the crypto challenge, with a fresh Ed25519 identity. */
-async function joinWithChallenge (client: Client, port: number): Promise<void> {
-  const identity = await libp2pIdentity('Ed25519')
-  const address = addressOf(identity.id, port)
-  const [err, nonce] = await client.request('ss-join', address, identity.publicKeyHex)
-  assert.equal(err, null)
-  assert.equal(typeof nonce, 'string')
-  const [err2] = await client.request('ss-join', address, await identity.sign(Buffer.from(nonce as string)))
-  assert.equal(err2, null)
-}
-
 async function metricsStatus (uri: string): Promise<number> {
   const res = await fetch(`${uri}/metrics`)
   await res.arrayBuffer()
   return res.status
-}
-
-
-
-/** Exit code 2 and one line on stderr matching `names`, without a stack trace. */
-function assertConfigError (exit: Exit, names: RegExp): void {
-  const context = JSON.stringify(exit)
-  assert.equal(exit.code, 2, context)
-  const lines = exit.stderr.split('\n').filter((line) => line !== '')
-  assert.equal(lines.length, 1, `one line on stderr: ${context}`)
-  const line = lines[0] ?? ''
-  assert.match(line, /^rendezvous: /, context)
-  assert.match(line, names, context)
-  assert.doesNotMatch(line, /\bat .+:\d+:\d+/, context)
-  assert.doesNotMatch(exit.stdout, /Listening on/, context)
 }
 
 describe('--help and --version', () => {
@@ -104,7 +79,8 @@ describe('where it listens', () => {
     assert.notEqual(server.port, 0)
     assert.match(server.output().stdout, new RegExp(`^Listening on: http://127\\.0\\.0\\.1:${server.port}$`, 'm'))
     const client = await open(server.uri, 'v2')
-    await joinWithChallenge(client, server.port)
+    const identity = await libp2pIdentity('Ed25519')
+    assert.equal((await joinWithChallenge(client, addressOf(identity.id, server.port), identity)).answer[0], null)
   })
 
   it('PORT and HOST choose the port and interface', async () => {
@@ -139,7 +115,8 @@ describe('defaults of the command', () => {
 
   it('requires the crypto challenge', async () => {
     assert.deepEqual(await client.request('ss-join', randomAddress(server.port), ''), [ERRORS.NO_ID])
-    await joinWithChallenge(client, server.port)
+    const identity = await libp2pIdentity('Ed25519')
+    assert.equal((await joinWithChallenge(client, addressOf(identity.id, server.port), identity)).answer[0], null)
     assert.doesNotMatch(server.output().stderr, /warning/i)
   })
 
@@ -287,7 +264,8 @@ describe('TLS', { skip: noOpenssl }, () => {
     assert.equal(res.status, 200)
     assert.ok(res.body.includes(`/ip4/127.0.0.1/tcp/${server.port}/wss/p2p-websocket-star`), 'the page shows the wss address')
     const client = await open(server.uri, 'v4', { rejectUnauthorized: false })
-    await joinWithChallenge(client, server.port)
+    const identity = await libp2pIdentity('Ed25519')
+    assert.equal((await joinWithChallenge(client, addressOf(identity.id, server.port), identity)).answer[0], null)
   })
 
   it('--pfx with --passphrase serves https, and so do PFX and PFX_PASSPHRASE', async () => {

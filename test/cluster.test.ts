@@ -17,14 +17,15 @@ import { after, before, describe, it } from 'node:test'
 import { ERRORS } from '../src/index.js'
 import { Cleanup } from './helpers/cleanup.js'
 import { connect, type Client, type ClientVersion, type Transport } from './helpers/clients.js'
-import { request } from './helpers/http.js'
-import { addressOf, libp2pIdentity, randomAddress, type Identity } from './helpers/keys.js'
+import { health, type Health } from './helpers/http.js'
+import { joinWithChallenge, joinedPeer, type Peer } from './helpers/join.js'
+import { addressOf, libp2pIdentity, randomAddress } from './helpers/keys.js'
 import { sample, sampleOr, scrape, untilScraped as untilScrapedUrl, type Scraped } from './helpers/metrics.js'
 import { startProxy } from './helpers/proxy.js'
 import { NO_REDIS, startRedis, type RedisProcess } from './helpers/redis.js'
 import { PATIENCE_MS, startCli, type CliServer } from './helpers/server.js'
 import { STREAM, makeChunks, relay, send, sha256, type Relayed } from './helpers/streams.js'
-import { until, within } from './helpers/wait.js'
+import { eventually, until, within } from './helpers/wait.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -38,6 +39,8 @@ const PURGE_BOUND_MS = NODE_TIMEOUT_MS + NODE_TIMEOUT_MS / 3
 const PURGE_SLACK_MS = 2000
 const REFRESH_MS = 300
 const DIAL_TIMEOUT_MS = 3000
+/** How `eventually` probes a node here: every 100 ms, the last answer shown on timeout. */
+const SLOW_POLL = { everyMs: 100, seen: (value: unknown) => `last seen: ${JSON.stringify(value)}` }
 
 
 /** Runs `body` with a cleanup of its own, run whatever happens. */
@@ -87,56 +90,29 @@ async function startCluster (cleanup: Cleanup, label: string, args: string[]): P
   return { redis, nodes }
 }
 
-/** A counter or gauge sample, or NaN when the scrape has none. */
-function valueOf (m: Scraped, name: string): number {
-  return sampleOr(m, name, {}, NaN)
-}
-
 /** Resolves with the first scrape of `node` that satisfies `condition`; scrapes every 50 ms. */
 async function untilScraped (node: CliServer, condition: (m: Scraped) => boolean, what: string, patienceMs = PATIENCE_MS): Promise<Scraped> {
   return await untilScrapedUrl(node.uri, condition, `${what} on ${node.uri}`, (m) => {
     const figures = ['rendezvous_cluster_up', 'rendezvous_cluster_nodes', 'rendezvous_peers', 'rendezvous_relayed_streams']
-      .map((name) => `${name}=${valueOf(m, name)}`).join(' ')
+      .map((name) => `${name}=${sampleOr(m, name, {}, NaN)}`).join(' ')
     return `${figures}; its stderr ends:\n${tail(node)}`
   }, patienceMs, 50)
-}
-
-/** Resolves with the first value of `probe` that satisfies `check`; probes every 100 ms. */
-async function eventually<T> (probe: () => Promise<T>, check: (value: T) => boolean, what: string, patienceMs = PATIENCE_MS): Promise<T> {
-  const deadline = Date.now() + patienceMs
-  for (;;) {
-    const value = await probe()
-    if (check(value)) return value
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what} (last seen: ${JSON.stringify(value)})`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
 }
 
 /** Every node connected to Redis and seeing all three. */
 async function untilFormed (nodes: CliServer[]): Promise<void> {
   await Promise.all(nodes.map(async (node) => await untilScraped(node,
-    (m) => valueOf(m, 'rendezvous_cluster_up') === 1 && valueOf(m, 'rendezvous_cluster_nodes') === nodes.length, `the node sees a cluster of ${nodes.length}`)))
+    (m) => sampleOr(m, 'rendezvous_cluster_up', {}, NaN) === 1 && sampleOr(m, 'rendezvous_cluster_nodes', {}, NaN) === nodes.length, `the node sees a cluster of ${nodes.length}`)))
 }
 
 /** No relayed stream left on any of `nodes`. */
 async function untilRelaysFreed (nodes: CliServer[]): Promise<void> {
-  await Promise.all(nodes.map(async (node) => await untilScraped(node, (m) => valueOf(m, 'rendezvous_relayed_streams') === 0, 'no relayed stream is left')))
-}
-
-interface Health {
-  status: string
-  peers: number
-  cluster?: { node: string, redis: string, nodes: number }
-}
-
-async function health (node: CliServer): Promise<{ status: number, body: Health }> {
-  const res = await request(`${node.uri}/health`)
-  return { status: res.status, body: JSON.parse(res.body) as Health }
+  await Promise.all(nodes.map(async (node) => await untilScraped(node, (m) => sampleOr(m, 'rendezvous_relayed_streams', {}, NaN) === 0, 'no relayed stream is left')))
 }
 
 /** `/health` of `node` says it serves in a whole cluster: 200, ok, Redis up, `nodes` nodes; resolves with its body. */
 async function assertClustered (node: CliServer, nodes: number): Promise<Health> {
-  const { status, body } = await health(node)
+  const { status, body } = await health(node.uri)
   assert.equal(status, 200)
   assert.equal(body.status, 'ok')
   assert.equal(body.cluster?.redis, 'up')
@@ -144,9 +120,7 @@ async function assertClustered (node: CliServer, nodes: number): Promise<Health>
   return body
 }
 
-interface Peer {
-  client: Client
-  address: string
+interface Joined extends Peer {
   /** What a join of `address` sends: '' without the crypto challenge, else the verified signature. */
   data: string
 }
@@ -158,26 +132,14 @@ async function open (cleanup: Cleanup, url: string, version: ClientVersion = 'v2
   return client
 }
 
-/** Connects and joins a random address without the crypto challenge; returns the peer and what its join's ack listed. */
-async function joinPeer (cleanup: Cleanup, url: string, version: ClientVersion = 'v2', transport: Transport = 'websocket'): Promise<Peer & { listed: string[] }> {
-  const client = await open(cleanup, url, version, transport)
-  const address = randomAddress()
-  const [err, , listed] = await client.request('ss-join', address, '')
-  assert.equal(err, null, `join of ${address} on ${url}`)
-  return { client, address, data: '', listed: listed as string[] }
-}
-
-/** Joins `address` with the crypto challenge: the key, then the signature of the nonce. Resolves with the second ack and the signature. */
-async function joinWithKey (client: Client, address: string, identity: Identity): Promise<{ answer: unknown[], signature: string }> {
-  const [err, nonce] = await client.request('ss-join', address, identity.publicKeyHex)
-  assert.equal(err, null, `challenge for ${address}`)
-  assert.equal(typeof nonce, 'string')
-  const signature = await identity.sign(Buffer.from(nonce as string))
-  return { answer: await client.request('ss-join', address, signature), signature }
+/** Connects and joins a random address without the crypto challenge, closed at cleanup; returns the peer and what its join's ack listed. */
+async function joinPeer (cleanup: Cleanup, url: string, version: ClientVersion = 'v2', transport: Transport = 'websocket'): Promise<Joined & { listed: string[] }> {
+  const peer = await joinedPeer(url, { version, transport, opened: (client) => { cleanup.add(async () => { await client.close() }) } })
+  return { ...peer, data: '' }
 }
 
 /** The addresses a join's ack lists now, seen by `peer` joining its address again on the same connection. */
-async function listedTo (peer: Peer): Promise<string[]> {
+async function listedTo (peer: Joined): Promise<string[]> {
   const [err, , listed] = await peer.client.request('ss-join', peer.address, peer.data)
   assert.equal(err, null, `re-join of ${peer.address}`)
   return listed as string[]
@@ -210,7 +172,7 @@ async function unlessDropped<T> (promise: Promise<T>, peers: Record<string, Peer
 }
 
 /** Relays `there` forward and `back` back over `r`, ending the back stream with `end`; checks both arrive byte-exact. */
-async function exchange (dialer: Peer, listener: Peer, r: Relayed, there: Buffer[], back: Buffer[], end: true | string = true): Promise<void> {
+async function exchange (dialer: Joined, listener: Joined, r: Relayed, there: Buffer[], back: Buffer[], end: true | string = true): Promise<void> {
   await within(r.dialerMaySend, 'the server accepts the dialer\'s stream')
   send(dialer.client, r.forward, there)
   await within(r.listenerMaySend, 'the server accepts the listener\'s stream')
@@ -259,7 +221,7 @@ describe('three nodes on one Redis', { skip: NO_REDIS }, () => {
   it('join acks list the peers of every node, and 2.x and 4.x peers on websocket and polling hear of each other across nodes', async () => {
     await cleaning(async (cleanup) => {
       const kinds: Array<[node: number, version: ClientVersion, transport: Transport]> = [[0, 'v2', 'websocket'], [1, 'v4', 'websocket'], [2, 'v2', 'polling'], [1, 'v4', 'polling']]
-      const peers: Peer[] = []
+      const peers: Joined[] = []
       for (const [node, version, transport] of kinds) {
         const p = await joinPeer(cleanup, url(node), version, transport)
         for (const earlier of peers) assert.ok(p.listed.includes(earlier.address), `the join ack of a ${version} ${transport} peer on node ${node} lists ${earlier.address}`)
@@ -272,7 +234,7 @@ describe('three nodes on one Redis', { skip: NO_REDIS }, () => {
       for (const p of peers) assert.ok(!p.client.peerEvents.includes(p.address), 'nobody is told about itself')
 
       // announced again every refresh interval across nodes
-      const [p0, p1, p2, p3] = peers as [Peer, Peer, Peer, Peer]
+      const [p0, p1, p2, p3] = peers as [Joined, Joined, Joined, Joined]
       const since = p0.client.peerEvents.length
       await until(() => heard(p0, p2.address, since) >= 3, 'three more announcements of the node-2 peer on node 0')
 
@@ -280,7 +242,7 @@ describe('three nodes on one Redis', { skip: NO_REDIS }, () => {
       p1.client.emit('ss-leave', p1.address)
       await p3.client.close()
       await eventually(async () => await listedTo(p2), (listed) => !listed.includes(p1.address) && !listed.includes(p3.address) && listed.includes(p0.address),
-        'a join ack on node 2 lists neither the address left on node 1 nor the one whose connection closed')
+        'a join ack on node 2 lists neither the address left on node 1 nor the one whose connection closed', SLOW_POLL)
       // and no longer announced. Redis delivers publications in the order it
       // took them, so once an announcement published after the release has
       // arrived (the second refresh of the node-0 peer since the ack), no
@@ -462,14 +424,14 @@ describe('three nodes on one Redis', { skip: NO_REDIS }, () => {
       assert.equal(fromKilledEnd.end, true, 'the listener on node 1 hears its stream end')
       assert.equal(fromKilledEnd.bytes, 500)
       const vanishedMs = await Promise.all([p0, p1].map(async (p) => await elapsed('the peers of node 2 vanish', eventually(async () => await listedTo(p),
-        (listed) => !listed.includes(k1.address) && !listed.includes(k2.address), 'the peers of the killed node are gone from the join ack', bound + PATIENCE_MS))))
+        (listed) => !listed.includes(k1.address) && !listed.includes(k2.address), 'the peers of the killed node are gone from the join ack', { ...SLOW_POLL, patienceMs: bound + PATIENCE_MS }))))
       console.log(`# kill -9: streams ended after ${streamsEndedMs} ms, peers gone from the join acks after ${vanishedMs.join(' and ')} ms (bound ${PURGE_BOUND_MS} ms)`)
       assert.ok(streamsEndedMs <= bound, `the streams ended ${streamsEndedMs} ms after the kill, beyond ${PURGE_BOUND_MS} ms (+${PURGE_SLACK_MS} ms for a loaded machine)`)
       for (const ms of vanishedMs) assert.ok(ms <= bound, `the peers of the killed node vanished ${ms} ms after the kill, beyond ${PURGE_BOUND_MS} ms (+${PURGE_SLACK_MS} ms for a loaded machine)`)
 
       assert.deepEqual(await p0.client.request('ss-dial', p0.address, k1.address, randomUUID()), [ERRORS.PEER_NOT_FOUND])
       const survivors = [nodes[0], nodes[1]] as CliServer[]
-      await Promise.all(survivors.map(async (node) => await untilScraped(node, (m) => valueOf(m, 'rendezvous_cluster_nodes') === 2, 'the node counts two nodes')))
+      await Promise.all(survivors.map(async (node) => await untilScraped(node, (m) => sampleOr(m, 'rendezvous_cluster_nodes', {}, NaN) === 2, 'the node counts two nodes')))
       // the survivors still relay between each other
       const r = await relay(p0.client, p0.address, p1.client, p1.address)
       await exchange(p0, p1, r, [...makeChunks(3, KiB)], [...makeChunks(2, KiB)])
@@ -487,16 +449,16 @@ describe('address takeover across nodes, with the crypto challenge', { skip: NO_
 
   before(async () => {
     ({ nodes } = await startCluster(processes, 'takeover', [`--clusterNodeTimeoutMS=${timeoutMs}`, `--refreshPeerListIntervalMS=${REFRESH_MS}`]))
-    await Promise.all(nodes.map(async (node) => await untilScraped(node, (m) => valueOf(m, 'rendezvous_cluster_up') === 1, 'the node is connected to Redis')))
+    await Promise.all(nodes.map(async (node) => await untilScraped(node, (m) => sampleOr(m, 'rendezvous_cluster_up', {}, NaN) === 1, 'the node is connected to Redis')))
   })
   after(async () => { await processes.run() })
 
   /** A client on `url` holding a fresh Ed25519 identity's address. */
-  const keyed = async (cleanup: Cleanup, at: string, version: ClientVersion = 'v2'): Promise<Peer> => {
+  const keyed = async (cleanup: Cleanup, at: string, version: ClientVersion = 'v2'): Promise<Joined> => {
     const client = await open(cleanup, at, version)
     const identity = await libp2pIdentity('Ed25519')
     const address = addressOf(identity.id)
-    const { answer, signature } = await joinWithKey(client, address, identity)
+    const { answer, signature } = await joinWithChallenge(client, address, identity)
     assert.equal(answer[0], null, `join of ${address}`)
     return { client, address, data: signature }
   }
@@ -509,7 +471,7 @@ describe('address takeover across nodes, with the crypto challenge', { skip: NO_
       const identity = await libp2pIdentity('Ed25519')
       const x = addressOf(identity.id)
       const a = await open(cleanup, url(0), 'v2')
-      const first = await joinWithKey(a, x, identity)
+      const first = await joinWithChallenge(a, x, identity)
       assert.equal(first.answer[0], null)
       const c = await keyed(cleanup, url(2), 'v4')
       assert.ok((await listedTo(c)).includes(x), 'node 2 lists the address joined on node 0')
@@ -531,9 +493,9 @@ describe('address takeover across nodes, with the crypto challenge', { skip: NO_
       let incomingAtA = 0
       a.socket.on('ss-incomming', () => { incomingAtA++ })
       const b = await open(cleanup, url(1), 'v2')
-      const taken = await joinWithKey(b, x, identity)
+      const taken = await joinWithChallenge(b, x, identity)
       assert.equal(taken.answer[0], null, 'the join with the key on node 1 succeeds')
-      await eventually(async () => await dialFrom(a, x), (answer) => answer[0] === ERRORS.NOT_AUTHORIZED, 'the connection on node 0 no longer holds the address')
+      await eventually(async () => await dialFrom(a, x), (answer) => answer[0] === ERRORS.NOT_AUTHORIZED, 'the connection on node 0 no longer holds the address', SLOW_POLL)
       const toB = await relay(c.client, c.address, b, x)
       await exchange(c, { client: b, address: x, data: taken.signature }, toB, [...makeChunks(2, 100)], [...makeChunks(2, 100)])
       assert.equal(incomingAtA, 0, 'the former holder on node 0 hears no dial')
@@ -541,7 +503,7 @@ describe('address takeover across nodes, with the crypto challenge', { skip: NO_
 
       // and back to node 0, with the signature it verified before on that connection
       assert.equal((await a.request('ss-join', x, first.signature))[0], null, 'the first holder takes it back with its signature')
-      await eventually(async () => await dialFrom(b, x), (answer) => answer[0] === ERRORS.NOT_AUTHORIZED, 'the connection on node 1 no longer holds the address')
+      await eventually(async () => await dialFrom(b, x), (answer) => answer[0] === ERRORS.NOT_AUTHORIZED, 'the connection on node 1 no longer holds the address', SLOW_POLL)
       const toA = await relay(c.client, c.address, a, x)
       await exchange(c, { client: a, address: x, data: first.signature }, toA, [...makeChunks(2, 100)], [...makeChunks(2, 100)])
       await untilRelaysFreed(nodes)
@@ -553,18 +515,18 @@ describe('address takeover across nodes, with the crypto challenge', { skip: NO_
     await cleaning(async (cleanup) => {
       const stopped = nodes[1] as CliServer
       const survivors = [nodes[0], nodes[2]] as CliServer[]
-      await Promise.all(survivors.map(async (node) => await untilScraped(node, (m) => valueOf(m, 'rendezvous_cluster_nodes') === 3, 'the node sees three nodes', timeoutMs + PATIENCE_MS)))
+      await Promise.all(survivors.map(async (node) => await untilScraped(node, (m) => sampleOr(m, 'rendezvous_cluster_nodes', {}, NaN) === 3, 'the node sees three nodes', timeoutMs + PATIENCE_MS)))
       const c = await keyed(cleanup, url(2), 'v2')
       const y = await keyed(cleanup, url(1), 'v4')
       // an address first held on node 1, then taken by node 0
       const identity = await libp2pIdentity('Ed25519')
       const x = addressOf(identity.id)
       const b = await open(cleanup, url(1), 'v2')
-      assert.equal((await joinWithKey(b, x, identity)).answer[0], null)
+      assert.equal((await joinWithChallenge(b, x, identity)).answer[0], null)
       const a = await open(cleanup, url(0), 'v4')
-      const taken = await joinWithKey(a, x, identity)
+      const taken = await joinWithChallenge(a, x, identity)
       assert.equal(taken.answer[0], null)
-      await eventually(async () => await dialFrom(b, x), (answer) => answer[0] === ERRORS.NOT_AUTHORIZED, 'node 1 has let the address go')
+      await eventually(async () => await dialFrom(b, x), (answer) => answer[0] === ERRORS.NOT_AUTHORIZED, 'node 1 has let the address go', SLOW_POLL)
       const listedBefore = await listedTo(c)
       assert.ok(listedBefore.includes(y.address) && listedBefore.includes(x), 'node 2 lists the addresses of nodes 0 and 1')
 
@@ -578,7 +540,7 @@ describe('address takeover across nodes, with the crypto challenge', { skip: NO_
       assert.ok(listedAfter.includes(x), 'the address taken from the stopped node by node 0 stays')
       const r = await relay(c.client, c.address, a, x)
       await exchange(c, { client: a, address: x, data: taken.signature }, r, [...makeChunks(2, 100)], [...makeChunks(2, 100)])
-      await Promise.all(survivors.map(async (node) => await untilScraped(node, (m) => valueOf(m, 'rendezvous_cluster_nodes') === 2, 'the node counts two nodes', timeoutMs / 2)))
+      await Promise.all(survivors.map(async (node) => await untilScraped(node, (m) => sampleOr(m, 'rendezvous_cluster_nodes', {}, NaN) === 2, 'the node counts two nodes', timeoutMs / 2)))
     })
   })
 })
@@ -609,9 +571,9 @@ describe('Redis stopped and restarted under three nodes', { skip: NO_REDIS }, ()
       for (const earlier of [p0, q0, p1]) assert.ok(p2.listed.includes(earlier.address), 'before the outage, node 2 lists the peers of nodes 0 and 1')
 
       await redis.stop()
-      await Promise.all(nodes.map(async (node) => await untilScraped(node, (m) => valueOf(m, 'rendezvous_cluster_up') === 0, 'rendezvous_cluster_up is 0')))
+      await Promise.all(nodes.map(async (node) => await untilScraped(node, (m) => sampleOr(m, 'rendezvous_cluster_up', {}, NaN) === 0, 'rendezvous_cluster_up is 0')))
       for (const node of nodes) {
-        const { status, body } = await health(node)
+        const { status, body } = await health(node.uri)
         assert.equal(status, 200, 'a degraded node still takes peers')
         assert.equal(body.status, 'degraded')
         assert.equal(body.cluster?.redis, 'down')
@@ -636,7 +598,7 @@ describe('Redis stopped and restarted under three nodes', { skip: NO_REDIS }, ()
       // the peers of every node are registered again, those that joined during the outage too
       const everyone = [p0, q0, r0, p1, s1]
       await eventually(async () => await listedTo(p2), (listed) => everyone.every((p) => listed.includes(p.address)),
-        'a join ack on node 2 lists the peers of nodes 0 and 1 again, those that joined during the outage too')
+        'a join ack on node 2 lists the peers of nodes 0 and 1 again, those that joined during the outage too', SLOW_POLL)
       // announcements cross nodes again, every way
       await p2.client.discovers(r0.address)
       await p2.client.discovers(s1.address)

@@ -4,23 +4,16 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { connect, type Client } from './helpers/clients.js'
+import { connect } from './helpers/clients.js'
+import { joinedPeer, type Peer } from './helpers/join.js'
 import { randomAddress } from './helpers/keys.js'
 import { sample, scrape } from './helpers/metrics.js'
 import { startServer } from './helpers/server.js'
 import { until } from './helpers/wait.js'
 
-interface Peer { client: Client, address: string }
-
 async function joinAll (url: string, count: number): Promise<Peer[]> {
   const peers: Peer[] = []
-  for (let i = 0; i < count; i++) {
-    const client = await connect(url, i % 2 === 0 ? 'v2' : 'v4')
-    const address = randomAddress()
-    const [err] = await client.request('ss-join', address, '')
-    assert.equal(err, null)
-    peers.push({ client, address })
-  }
+  for (let i = 0; i < count; i++) peers.push(await joinedPeer(url, { version: i % 2 === 0 ? 'v2' : 'v4' }))
   return peers
 }
 

@@ -13,6 +13,7 @@
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { createRequire } from 'node:module'
+import type { AddressInfo } from 'node:net'
 import { format, inspect } from 'node:util'
 import { after, before, describe, it } from 'node:test'
 import debug from 'debug'
@@ -20,24 +21,19 @@ import fc from 'fast-check'
 import { publicKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPublicKey } from '@libp2p/peer-id'
 import { ERRORS } from '../src/index.js'
-import { Challenges } from '../src/challenge.js'
-import { SLOW_PEER_ANNOUNCE_BYTES } from '../src/constants.js'
-import { Discovery } from '../src/discovery.js'
-import { Fanout } from '../src/fanout.js'
-import { createServer as createHttpServer } from '../src/http.js'
-import { Joins } from '../src/join.js'
-import { Limits } from '../src/limits.js'
-import { createMetrics } from '../src/metrics.js'
+import type { Joins } from '../src/join.js'
 import { resolveConfig } from '../src/options.js'
 import type { JoinRequest, PeerSocket } from '../src/protocol.js'
-import { Registry } from '../src/registry.js'
-import { Relay } from '../src/relay.js'
-import { createSocketServer, wireSockets } from '../src/socket.js'
+import { Parts } from '../src/parts.js'
+import type { Registry } from '../src/registry.js'
+import type { Relay } from '../src/relay/index.js'
 import { connect, type Client, type ClientVersion, type Transport } from './helpers/clients.js'
+import { health } from './helpers/http.js'
+import { joinWithChallenge, joinedPeer, type Peer } from './helpers/join.js'
 import { addressOf, libp2pIdentity, randomAddress, type Identity } from './helpers/keys.js'
 import { sample, scrape } from './helpers/metrics.js'
 import { startCli, startServer, type CliServer } from './helpers/server.js'
-import { STREAM, Source, accepted, makeChunks, relay, send, sha256, type Received, type Relayed } from './helpers/streams.js'
+import { STREAM, Source, accepted, makeChunks, relay, relayIsEmpty, send, sha256, type Received, type Relayed } from './helpers/streams.js'
 import { eventually, until, within } from './helpers/wait.js'
 
 const require = createRequire(import.meta.url)
@@ -384,17 +380,11 @@ function checkAnswer (event: string, answer: unknown[], refusals: Set<string>): 
 // ---------------------------------------------------------------------------
 // The server under attack.
 
-async function health (cli: CliServer): Promise<{ status: number, peers: number }> {
-  const res = await fetch(`http://127.0.0.1:${cli.port}/health`)
-  const body = await res.json() as { peers: number }
-  return { status: res.status, peers: body.peers }
-}
-
 /** The CLI is running, answers /health and has printed nothing on stderr but `allowed` lines. */
 async function assertHealthy (cli: CliServer, allowed: RegExp[]): Promise<void> {
   assert.equal(cli.proc.exitCode, null, `the server exited: ${JSON.stringify(cli.output())}`)
   assert.equal(cli.proc.signalCode, null, `the server was killed: ${JSON.stringify(cli.output())}`)
-  assert.equal((await health(cli)).status, 200)
+  assert.equal((await health(cli.uri)).status, 200)
   const { stderr } = cli.output()
   const failed = stderr.split('\n').filter((line) => line.includes('handler failed'))
   assert.deepEqual(failed, [], `a handler threw: our validation let something through\n${stderr.slice(-3000)}`)
@@ -416,23 +406,13 @@ function reportDeath (cli: CliServer, expected: () => boolean, running: () => st
   })
 }
 
-interface Honest { client: Client, address: string }
-
-async function honestPeer (url: string): Promise<Honest> {
-  const client = await connect(url, 'v2')
-  const address = randomAddress()
-  const [err] = await client.request('ss-join', address, '')
-  assert.equal(err, null)
-  return { client, address }
-}
-
 /**
  * Relays 4 MiB each way in 16 KiB chunks between `a` (dialer) and `b`, round
  * after round until `stop()`: every round must arrive byte-exact. A round
  * starts once `due()` says so, so that the traffic overlaps the attacks
  * without starving them of CPU (the peers share this process).
  */
-async function honestTraffic (a: Honest, b: Honest, state: HonestState, due: () => boolean, stop: () => boolean, running: () => string): Promise<number> {
+async function honestTraffic (a: Peer, b: Peer, state: HonestState, due: () => boolean, stop: () => boolean, running: () => string): Promise<number> {
   const all = [...makeChunks(512, 16 * KiB)]
   const forward = all.slice(0, 256)
   const back = all.slice(256)
@@ -559,8 +539,8 @@ const rawPacket: fc.Arbitrary<RawPacket> = fc.record({
 describe('hostile payloads', () => {
   let open: CliServer
   let url: string
-  let a: Honest
-  let b: Honest
+  let a: Peer
+  let b: Peer
   let stopping = false
   let running = 'start-up'
   const honest: HonestState = { a: '', b: '', expected: new Set(), current: undefined, previous: undefined }
@@ -570,8 +550,8 @@ describe('hostile payloads', () => {
     open = await startCli(['--disableCryptoChallenge', `--dialTimeoutMS=${FUZZ_DIAL_TIMEOUT_MS}`])
     reportDeath(open, () => stopping, () => running)
     url = `http://127.0.0.1:${open.port}`
-    a = await honestPeer(url)
-    b = await honestPeer(url)
+    a = await joinedPeer(url)
+    b = await joinedPeer(url)
     honest.a = a.address
     honest.b = b.address
   })
@@ -618,7 +598,7 @@ describe('hostile payloads', () => {
     process.stdout.write(`# the attackers' own dials that the server relayed: ${dials}; relayed bytes in all: ${sample(figures, 'rendezvous_relayed_bytes_total')}\n`)
     assert.ok(rounds >= 2, `only ${rounds} honest rounds completed while fuzzing`)
     // both honest peers still hold their addresses, and nothing an attacker joined is left
-    await eventually(async () => (await health(open)).peers === 2, 'only the two honest peers are joined', HEALTH_PATIENCE_MS)
+    await eventually(async () => (await health(open.uri)).body.peers, (peers) => peers === 2, 'only the two honest peers are joined', { patienceMs: HEALTH_PATIENCE_MS })
     const checker = await connect(url, 'v4')
     try {
       const [err, , others] = await checker.request('ss-join', randomAddress(), '')
@@ -666,7 +646,7 @@ describe('hostile payloads', () => {
     send(b.client, r.back, [])
     assert.equal((await within(r.atListener.done, 'a relay after the malformed packets')).sha256, sha256(chunks))
     await r.atDialer.done
-    await eventually(async () => (await health(open)).peers === 2, 'only the two honest peers are joined', HEALTH_PATIENCE_MS)
+    await eventually(async () => (await health(open.uri)).body.peers, (peers) => peers === 2, 'only the two honest peers are joined', { patienceMs: HEALTH_PATIENCE_MS })
   })
 })
 
@@ -860,12 +840,9 @@ describe('hostile joins with the crypto challenge on', () => {
     const identity = identities[VICTIM]!
     const address = addressOf(identity.id)
     victimClient = await connect(url, 'v2')
-    const [err, nonce] = await victimClient.request('ss-join', address, identity.publicKeyHex)
-    assert.equal(err, null)
-    const signature = await identity.sign(Buffer.from(nonce as string))
-    const [err2] = await victimClient.request('ss-join', address, signature)
-    assert.equal(err2, null)
-    victim = { identity, address, nonce: nonce as string, signature }
+    const { answer, nonce, signature } = await joinWithChallenge(victimClient, address, identity)
+    assert.equal(answer[0], null)
+    victim = { identity, address, nonce, signature }
   })
   after(async () => {
     await victimClient?.close()
@@ -891,7 +868,7 @@ describe('hostile joins with the crypto challenge on', () => {
     process.stdout.write(`# challenge fuzz: ${run} runs in ${((Date.now() - started) / 1000).toFixed(1)} s; answers: ${[...challengeTally].sort().map(([outcome, n]) => `${outcome}: ${n}`).join(', ')}\n`)
     // the victim still holds its address: dialing from it is authorized
     assert.deepEqual(await victimClient.request('ss-dial', victim.address, randomAddress(), randomUUID()), [ERRORS.PEER_NOT_FOUND])
-    await eventually(async () => (await health(cli)).peers === 1, 'only the victim is joined', HEALTH_PATIENCE_MS)
+    await eventually(async () => (await health(cli.uri)).body.peers, (peers) => peers === 1, 'only the victim is joined', { patienceMs: HEALTH_PATIENCE_MS })
   })
 })
 
@@ -900,26 +877,10 @@ describe('hostile joins with the crypto challenge on', () => {
 
 type Server = Awaited<ReturnType<typeof startServer>>
 
-interface Peer { client: Client, address: string }
-
-async function relayIsEmpty (server: Server): Promise<void> {
-  await until(() => {
-    const s = server.stats()
-    return s.dials === 0 && s.relayedStreams === 0 && s.relayConnections === 0
-  }, 'the relay tables are empty')
-}
-
 describe('no hijacking', () => {
   let server: Server
   const clients: Client[] = []
-  const peer = async (version: ClientVersion): Promise<Peer> => {
-    const client = await connect(server.url, version)
-    clients.push(client)
-    const address = randomAddress()
-    const [err] = await client.request('ss-join', address, '')
-    assert.equal(err, null)
-    return { client, address }
-  }
+  const peer = async (version: ClientVersion): Promise<Peer> => await joinedPeer(server.url, { version, opened: (client) => { clients.push(client) } })
   before(async () => { server = await startServer({ cryptoChallenge: false }) })
   after(async () => {
     await Promise.all(clients.map(async (c) => { await c.close() }))
@@ -1009,13 +970,7 @@ describe('no hijacking', () => {
   it('a dial id reused against the dialer of a running relay is refused, and the relay goes on untouched', async () => {
     const own = await startServer({ cryptoChallenge: false })
     const joined: Client[] = []
-    const join = async (version: ClientVersion): Promise<Peer> => {
-      const client = await connect(own.url, version)
-      joined.push(client)
-      const address = randomAddress()
-      assert.equal((await client.request('ss-join', address, ''))[0], null)
-      return { client, address }
-    }
+    const join = async (version: ClientVersion): Promise<Peer> => await joinedPeer(own.url, { version, opened: (client) => { joined.push(client) } })
     try {
       const a = await join('v2')
       const b = await join('v2')
@@ -1061,10 +1016,8 @@ describe('no hijacking', () => {
     const victimClient = await connect(guarded.url, 'v2')
     const others: Client[] = []
     try {
-      const [err1, nonce1] = await victimClient.request('ss-join', address, victimId.publicKeyHex)
-      assert.equal(err1, null)
-      const captured = await victimId.sign(Buffer.from(nonce1 as string))
-      assert.deepEqual((await victimClient.request('ss-join', address, captured)).slice(0, 2), [null, null])
+      const { answer, nonce: nonce1, signature: captured } = await joinWithChallenge(victimClient, address, victimId)
+      assert.deepEqual(answer.slice(0, 2), [null, null])
       const holder = guarded.peers()[address]
       assert.ok(holder !== undefined)
 
@@ -1091,9 +1044,7 @@ describe('no hijacking', () => {
       const thirdId = await libp2pIdentity('Ed25519')
       const third = await connect(guarded.url, 'v4')
       others.push(third)
-      const [err3, nonce3] = await third.request('ss-join', addressOf(thirdId.id), thirdId.publicKeyHex)
-      assert.equal(err3, null)
-      const [err4, , peers] = await third.request('ss-join', addressOf(thirdId.id), await thirdId.sign(Buffer.from(nonce3 as string)))
+      const [err4, , peers] = (await joinWithChallenge(third, addressOf(thirdId.id), thirdId)).answer
       assert.equal(err4, null)
       assert.deepEqual(peers, [address])
       assert.equal(guarded.peers()[address], holder)
@@ -1138,51 +1089,25 @@ interface Wired {
 /** A stand-in for `Joins.join`, given the real one. */
 type JoinFn = (real: Joins, socket: PeerSocket, request: JoinRequest) => Promise<void>
 
-/** The parts `start()` wires, built one by one, with `faulty` standing in for joins.join. */
+/** The parts `start()` builds, from the same factory, with `faulty` standing in for joins.join. */
 async function wire (faulty: JoinFn): Promise<Wired> {
-  const config = resolveConfig({ port: 0, host: '127.0.0.1', cryptoChallenge: false })
-  const registry = new Registry<PeerSocket>()
-  const challenges = new Challenges(config.challengeTimeoutMS, config.maxPendingChallenges)
-  let io: ReturnType<typeof createSocketServer> | undefined
-  const metrics = createMetrics(true, {
-    peers: () => registry.size,
-    connections: () => io?.engine.clientsCount ?? 0,
-    joinedConnections: () => registry.connections,
-    pendingChallenges: () => challenges.pending,
-    relayedStreams: () => relay.streams,
-    pausedSenders: () => relay.pausedSenders,
-    refreshIntervalSeconds: () => config.refreshPeerListIntervalMS / 1000
+  const parts = new Parts(resolveConfig({ port: 0, host: '127.0.0.1', cryptoChallenge: false, metrics: true }), {
+    joinHandlers: (real) => ({
+      join: (socket, request) => faulty(real, socket, request),
+      leave: (socket, address) => { real.leave(socket, address) },
+      disconnect: (socket) => { real.disconnect(socket) }
+    })
   })
-  const relay = new Relay({ ...config, relayLowWaterBytes: config.relayHighWaterBytes / 4 }, registry, metrics)
-  const http = createHttpServer(undefined, { page: () => '', metrics: metrics.scrape, health: () => ({ status: 200, body: {} }) })
-  io = createSocketServer(http, config, () => undefined)
-  const limits = new Limits(config, io, registry)
-  const discovery = new Discovery({ announcer: new Fanout(io, SLOW_PEER_ANNOUNCE_BYTES) }, config)
-  const real = new Joins(config, registry, challenges, discovery, metrics, (socket, address) => { relay.addressReleased(socket, address) })
-  const joins = {
-    join: (socket: PeerSocket, request: JoinRequest) => faulty(real, socket, request),
-    leave: (socket: PeerSocket, address: string) => { real.leave(socket, address) },
-    disconnect: (socket: PeerSocket) => { real.disconnect(socket) }
-  } as unknown as Joins
-  wireSockets(io, { joins, relay, limits, metrics })
   const ids: string[] = []
-  io.on('connection', (socket) => { ids.push(socket.id) })
-  await new Promise<void>((resolve) => { http.listen(0, '127.0.0.1', resolve) })
-  const { port } = http.address() as { port: number }
-  const server = io
+  parts.io.on('connection', (socket) => { ids.push(socket.id) })
+  await parts.start()
+  const { port } = parts.http.address() as AddressInfo
   return {
     url: `http://127.0.0.1:${port}`,
-    registry,
+    registry: parts.registry,
     ids,
-    relay,
-    stop: async () => {
-      discovery.stop()
-      relay.stop()
-      limits.stop()
-      challenges.stop()
-      server.disconnectSockets(true)
-      await server.close()
-    }
+    relay: parts.relay,
+    stop: async () => { await parts.stop() }
   }
 }
 

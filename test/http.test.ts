@@ -8,6 +8,7 @@ import { ERRORS } from '../src/index.js'
 import { connect, type Client } from './helpers/clients.js'
 import { request } from './helpers/http.js'
 import { randomAddress, randomPeerId } from './helpers/keys.js'
+import { onlySample, scrape, type Scraped } from './helpers/metrics.js'
 import { startServer } from './helpers/server.js'
 import { canBind } from './helpers/ports.js'
 import { until } from './helpers/wait.js'
@@ -24,17 +25,6 @@ const OLD_METRICS = [
   'rendezvous_dials_total_success',
   'rendezvous_dials_total_failure'
 ]
-
-/** The value of the unlabelled sample `name` in a Prometheus text exposition. */
-function sample (body: string, name: string): number {
-  const values: number[] = []
-  for (const line of body.split('\n')) {
-    const [metric, value, ...rest] = line.trim().split(/\s+/)
-    if (metric === name && value !== undefined && rest.length <= 1) values.push(Number(value))
-  }
-  assert.equal(values.length, 1, `exactly one ${name} sample in:\n${body}`)
-  return values[0] as number
-}
 
 /** The text of the element with `id` on the status page. */
 function figure (html: string, id: string): string {
@@ -118,23 +108,22 @@ describe('GET /metrics', () => {
     clients.push(client)
     return client
   }
-  const scrape = async (server: Server): Promise<string> => {
-    const res = await fetch(`${server.url}/metrics`)
-    assert.equal(res.status, 200)
-    assert.match(res.headers.get('content-type') ?? '', /^text\/plain\b/)
-    return await res.text()
+  const metricsOf = async (server: Server): Promise<Scraped> => {
+    const m = await scrape(server.url)
+    assert.match(m.contentType, /^text\/plain\b/)
+    return m
   }
 
   it('exports every metric of the old server and the process metrics, in Prometheus text', async () => {
     const server = await serve({ metrics: true })
-    const body = await scrape(server)
+    const m = await metricsOf(server)
     for (const name of OLD_METRICS) {
-      assert.match(body, new RegExp(`^# TYPE ${name} (counter|gauge)$`, 'm'), `${name} is declared`)
-      assert.equal(sample(body, name), 0, `${name} starts at 0`)
+      assert.match(m.text, new RegExp(`^# TYPE ${name} (counter|gauge)$`, 'm'), `${name} is declared`)
+      assert.equal(onlySample(m, name), 0, `${name} starts at 0`)
     }
-    assert.match(body, /^# TYPE rendezvous_peers gauge$/m)
-    assert.ok(sample(body, 'process_cpu_user_seconds_total') >= 0)
-    assert.ok(sample(body, 'process_resident_memory_bytes') > 0)
+    assert.match(m.text, /^# TYPE rendezvous_peers gauge$/m)
+    assert.ok(onlySample(m, 'process_cpu_user_seconds_total') >= 0)
+    assert.ok(onlySample(m, 'process_resident_memory_bytes') > 0)
   })
 
   it('counts joins, successful and failed, and peers online', async () => {
@@ -144,14 +133,14 @@ describe('GET /metrics', () => {
     assert.equal(ok, null)
     const [refused] = await client.request('ss-join', `/ip4/127.0.0.1/tcp/9090/ws/ipfs/${randomPeerId()}`, '')
     assert.equal(refused, ERRORS.INVALID_MULTIADDR)
-    const body = await scrape(server)
-    assert.equal(sample(body, 'rendezvous_joins_total'), 2)
-    assert.equal(sample(body, 'rendezvous_joins_total_success'), 1)
-    assert.equal(sample(body, 'rendezvous_joins_total_failure'), 1)
-    assert.equal(sample(body, 'rendezvous_peers'), 1)
+    const m = await metricsOf(server)
+    assert.equal(onlySample(m, 'rendezvous_joins_total'), 2)
+    assert.equal(onlySample(m, 'rendezvous_joins_total_success'), 1)
+    assert.equal(onlySample(m, 'rendezvous_joins_total_failure'), 1)
+    assert.equal(onlySample(m, 'rendezvous_peers'), 1)
     await client.close()
     await until(() => server.stats().peers === 0, 'the peer is gone')
-    assert.equal(sample(await scrape(server), 'rendezvous_peers'), 0)
+    assert.equal(onlySample(await metricsOf(server), 'rendezvous_peers'), 0)
   })
 
   it('is 404 when metrics are off, as they are by default in the library', async () => {
@@ -167,11 +156,11 @@ describe('GET /metrics', () => {
     const b = await serve({ metrics: true, cryptoChallenge: false })
     const client = await open(a)
     assert.equal((await client.request('ss-join', randomAddress(), ''))[0], null)
-    const [bodyA, bodyB] = await Promise.all([scrape(a), scrape(b)])
-    assert.equal(sample(bodyA, 'rendezvous_joins_total_success'), 1)
-    assert.equal(sample(bodyA, 'rendezvous_peers'), 1)
-    assert.equal(sample(bodyB, 'rendezvous_joins_total_success'), 0)
-    assert.equal(sample(bodyB, 'rendezvous_peers'), 0)
+    const [mA, mB] = await Promise.all([metricsOf(a), metricsOf(b)])
+    assert.equal(onlySample(mA, 'rendezvous_joins_total_success'), 1)
+    assert.equal(onlySample(mA, 'rendezvous_peers'), 1)
+    assert.equal(onlySample(mB, 'rendezvous_joins_total_success'), 0)
+    assert.equal(onlySample(mB, 'rendezvous_peers'), 0)
   })
 })
 

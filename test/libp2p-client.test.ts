@@ -3,29 +3,10 @@
  * through the server started from the command line, as deployed.
  */
 import assert from 'node:assert/strict'
-import { after, afterEach, before, describe, it } from 'node:test'
+import { describe, it } from 'node:test'
 import { addressOf, oldPeerId } from './helpers/keys.js'
-import { listen, oldPeer, type OldPeer } from './helpers/libp2p.js'
-import { PATIENCE_MS, startCli, type CliServer } from './helpers/server.js'
-
-/** `rendezvous_peers` from the CLI's /metrics: how many addresses are joined. */
-async function joinedOn (cli: CliServer): Promise<number> {
-  const body = await (await fetch(`${cli.uri}/metrics`)).text()
-  const match = /^rendezvous_peers (\d+)$/m.exec(body)
-  assert.ok(match?.[1] !== undefined, 'rendezvous_peers is exported')
-  return Number(match[1])
-}
-
-/** Resolves once the CLI reports `count` joined addresses. */
-async function untilJoined (cli: CliServer, count: number): Promise<void> {
-  const deadline = Date.now() + PATIENCE_MS
-  let now = await joinedOn(cli)
-  while (now !== count) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${count} joined addresses (server has ${now})`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-    now = await joinedOn(cli)
-  }
-}
+import { listen, oldPeer, withCli, type OldPeer } from './helpers/libp2p.js'
+import { sample, scrape, untilSample } from './helpers/metrics.js'
 
 /** The discovery event's PeerInfo for `address` names the right id and only that address. */
 function assertPeerInfo (peer: OldPeer, of: OldPeer): void {
@@ -33,37 +14,6 @@ function assertPeerInfo (peer: OldPeer, of: OldPeer): void {
   assert.ok(info !== undefined, `${peer.id} discovered ${of.address}`)
   assert.equal(info.id.toB58String(), of.id)
   assert.deepEqual(info.multiaddrs.toArray().map(String), [of.address])
-}
-
-/** One CLI for a group of tests; every peer closed after each test, the CLI stopped by SIGTERM at the end. */
-function withCli (args: string[]): { cli: () => CliServer, track: (peer: OldPeer) => OldPeer } {
-  let cli: CliServer | undefined
-  const peers: OldPeer[] = []
-  const closeAll = async (): Promise<void> => {
-    await Promise.all(peers.splice(0).map(async (peer) => { await peer.close() }))
-  }
-  before(async () => { cli = await startCli(args) })
-  afterEach(async () => {
-    await closeAll()
-    // each test starts from an empty server
-    if (cli !== undefined) await untilJoined(cli, 0)
-  })
-  after(async () => {
-    await closeAll()
-    if (cli === undefined) return
-    const exit = await cli.stop('SIGTERM')
-    assert.equal(exit.code, 0, `the CLI exits 0 on SIGTERM: ${JSON.stringify(exit)}`)
-  })
-  return {
-    cli: () => {
-      assert.ok(cli !== undefined, 'the CLI started')
-      return cli
-    },
-    track: (peer) => {
-      peers.push(peer)
-      return peer
-    }
-  }
 }
 
 describe('libp2p-websocket-star@0.10.2 with the crypto challenge (CLI defaults)', () => {
@@ -79,7 +29,7 @@ describe('libp2p-websocket-star@0.10.2 with the crypto challenge (CLI defaults)'
     assert.deepEqual(a.events, ['listening'])
     assert.deepEqual(a.errors, [])
     assert.deepEqual(a.fromJoinAck, [], 'the first peer is told of nobody')
-    assert.equal(await joinedOn(cli()), 1)
+    assert.equal(sample(await scrape(cli().uri), 'rendezvous_peers'), 1)
     // the server holds it: the next peer's join ack names it
     const b = await listening()
     assert.deepEqual(b.fromJoinAck, [a.address])
@@ -105,7 +55,7 @@ describe('libp2p-websocket-star@0.10.2 with the crypto challenge (CLI defaults)'
     assert.deepEqual([...late.fromJoinAck].sort(), others.map((p) => p.address).sort())
     for (const other of others) assertPeerInfo(late, other)
     for (const other of others) await other.discovers(late.address)
-    assert.equal(await joinedOn(cli()), 4)
+    assert.equal(sample(await scrape(cli().uri), 'rendezvous_peers'), 4)
   })
 
   it('refuses a peer whose RSA key does not match the id in its address', async () => {
@@ -120,12 +70,12 @@ describe('libp2p-websocket-star@0.10.2 with the crypto challenge (CLI defaults)'
     // the client hangs up ('close'), then reports the error and 'close' once more
     assert.deepEqual(impostor.events, ['close', 'error', 'close'])
     assert.equal(impostor.listener.io, undefined, 'the client hung up')
-    assert.equal(await joinedOn(cli()), 0)
+    assert.equal(sample(await scrape(cli().uri), 'rendezvous_peers'), 0)
     // the address stays free for its owner
     const real = track(await oldPeer({ peerId: owner.peerId }))
     await real.listen(cli(), address)
     assert.deepEqual(real.events, ['listening'])
-    assert.equal(await joinedOn(cli()), 1)
+    assert.equal(sample(await scrape(cli().uri), 'rendezvous_peers'), 1)
   })
 })
 
@@ -136,7 +86,7 @@ describe('libp2p-websocket-star@0.10.2 with the crypto challenge disabled (--dis
     const a = track(await oldPeer({ allowJoinWithDisabledChallenge: true }))
     await a.listen(cli())
     assert.deepEqual(a.events, ['listening'])
-    assert.equal(await joinedOn(cli()), 1)
+    assert.equal(sample(await scrape(cli().uri), 'rendezvous_peers'), 1)
     const b = track(await listen(cli(), { allowJoinWithDisabledChallenge: true }))
     assert.deepEqual(b.fromJoinAck, [a.address])
     await a.discovers(b.address)
@@ -153,7 +103,7 @@ describe('libp2p-websocket-star@0.10.2 with the crypto challenge disabled (--dis
     assert.deepEqual(a.errors.map((e) => e.message.split('\n')[0]), ['Tried to listen on a server with crypto challenge disabled!'])
     assert.equal(a.listener.io, undefined, 'the client hung up')
     // the server had let it join; its disconnect releases the address
-    await untilJoined(cli(), 0)
+    await untilSample(cli().uri, 'rendezvous_peers', 0)
   })
 })
 
@@ -171,7 +121,7 @@ describe('libp2p-websocket-star@0.10.2 closing its listener (--refreshPeerListIn
 
     await b.close()
     assert.ok(b.events.includes('close'))
-    await untilJoined(cli(), 2)
+    await untilSample(cli().uri, 'rendezvous_peers', 2)
     // D's announcement leaves the server after B was released, on the same
     // socket to A as any announcement of B still in flight: once A has D, it
     // has every announcement of B it will ever get

@@ -6,39 +6,23 @@
  */
 import assert from 'node:assert/strict'
 import { createHash, randomUUID } from 'node:crypto'
-import { after, afterEach, before, describe, it } from 'node:test'
+import { describe, it } from 'node:test'
 import pull from 'pull-stream'
 import { addressOf, randomPeerId } from './helpers/keys.js'
-import { listen, type OldConnection, type OldPeer, type OldPeerOptions } from './helpers/libp2p.js'
-import { PATIENCE_MS, startCli, type CliServer } from './helpers/server.js'
+import { withCli, type OldConnection, type OldPeer } from './helpers/libp2p.js'
+import { sample, scrape, untilSample } from './helpers/metrics.js'
+import { PATIENCE_MS } from './helpers/server.js'
 import { makeChunks } from './helpers/streams.js'
 import { until, within } from './helpers/wait.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB
+/** After each test: no address joined, no stream relayed. */
+const EMPTIED = ['rendezvous_peers', 'rendezvous_relayed_streams']
 
 /** A pull-stream callback: `end` is `true` for a clean end, or an error. */
 type PullCallback = (end: unknown, data?: Buffer) => void
 type PullSource = (end: unknown, cb: PullCallback) => void
-
-/** One gauge or counter from the CLI's /metrics. */
-async function metricOf (cli: CliServer, name: string): Promise<number> {
-  const body = await (await fetch(`${cli.uri}/metrics`)).text()
-  const match = new RegExp(`^${name} (\\d+)$`, 'm').exec(body)
-  assert.ok(match?.[1] !== undefined, `${name} is exported`)
-  return Number(match[1])
-}
-
-/** Resolves once the CLI's /metrics report `value` for `name`. */
-async function untilMetric (cli: CliServer, name: string, value: number): Promise<void> {
-  const deadline = Date.now() + PATIENCE_MS
-  let now = await metricOf(cli, name)
-  while (now !== value) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${name} ${value} (server has ${now})`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-    now = await metricOf(cli, name)
-  }
-}
 
 /** Bytes, chunks and sha256 of what went one way through a stream. */
 class Tally {
@@ -168,49 +152,18 @@ class Endless {
   }
 }
 
-/** One CLI for a group of tests; after each, every peer is closed and the server holds nothing; the CLI stopped by SIGTERM at the end. */
-function withCli (args: string[], peerOptions: OldPeerOptions): { cli: () => CliServer, peer: () => Promise<OldPeer> } {
-  let cli: CliServer | undefined
-  const peers: OldPeer[] = []
-  const closeAll = async (): Promise<void> => {
-    await Promise.all(peers.splice(0).map(async (peer) => { await peer.close() }))
-  }
-  before(async () => { cli = await startCli(args) })
-  afterEach(async () => {
-    await closeAll()
-    if (cli === undefined) return
-    await untilMetric(cli, 'rendezvous_peers', 0)
-    await untilMetric(cli, 'rendezvous_relayed_streams', 0)
-  })
-  after(async () => {
-    await closeAll()
-    if (cli === undefined) return
-    const exit = await cli.stop('SIGTERM')
-    assert.equal(exit.code, 0, `the CLI exits 0 on SIGTERM: ${JSON.stringify(exit)}`)
-  })
-  const current = (): CliServer => {
-    assert.ok(cli !== undefined, 'the CLI started')
-    return cli
-  }
-  const track = (peer: OldPeer): OldPeer => {
-    peers.push(peer)
-    return peer
-  }
-  return { cli: current, peer: async () => track(await listen(current(), peerOptions)) }
-}
-
 describe('libp2p-websocket-star@0.10.2 dialling through the CLI with the crypto challenge (RSA PeerIds)', () => {
-  const { cli, peer } = withCli([], {})
+  const { cli, peer } = withCli([], { emptied: EMPTIED })
 
   it('A dials B and B dials A: each listener echoes, and every byte comes back', async () => {
     const a = await peer()
     const b = await peer()
     echoes(a)
     echoes(b)
-    const dialled = await metricOf(cli(), 'rendezvous_dials_total_success')
+    const dialled = sample(await scrape(cli().uri), 'rendezvous_dials_total_success')
     await assertEchoes(a, b)
     await assertEchoes(b, a)
-    assert.equal(await metricOf(cli(), 'rendezvous_dials_total_success'), dialled + 2)
+    assert.equal(sample(await scrape(cli().uri), 'rendezvous_dials_total_success'), dialled + 2)
   })
 
   it('echoes 16 MiB in 64 KiB chunks byte-exact', async (t) => {
@@ -251,7 +204,7 @@ describe('libp2p-websocket-star@0.10.2 dialling through the CLI with the crypto 
     echoes(b)
     await assertEchoes(a, b)
     await b.close()
-    await untilMetric(cli(), 'rendezvous_peers', 1)
+    await untilSample(cli().uri, 'rendezvous_peers', 1)
     await assert.rejects(a.dial(b.address), notFound)
     assert.equal(b.incoming.length, 1, 'the closed peer heard of no other dial')
   })
@@ -284,12 +237,12 @@ describe('libp2p-websocket-star@0.10.2 dialling through the CLI with the crypto 
       pull(endless.source, conn, pull.drain((chunk: Buffer) => { endless.echo(chunk.length) }, resolve))
     })
     await until(() => endless.echoed >= MiB, '1 MiB echoed')
-    assert.equal(await metricOf(cli(), 'rendezvous_relayed_streams'), 2)
+    assert.equal(sample(await scrape(cli().uri), 'rendezvous_relayed_streams'), 2)
     await b.close()
     assert.equal(await within(readEnded, 'the end of the dialer\'s read'), null, 'a clean end')
     endless.stop()
-    await untilMetric(cli(), 'rendezvous_relayed_streams', 0)
-    assert.equal(await metricOf(cli(), 'rendezvous_peers'), 1)
+    await untilSample(cli().uri, 'rendezvous_relayed_streams', 0)
+    assert.equal(sample(await scrape(cli().uri), 'rendezvous_peers'), 1)
   })
 
   it('when the dialer disconnects mid-transfer the listener\'s read ends, and the server frees both streams', async () => {
@@ -303,26 +256,26 @@ describe('libp2p-websocket-star@0.10.2 dialling through the CLI with the crypto 
     const endless = new Endless(Buffer.alloc(16 * KiB, 0xcd), 256 * KiB)
     pull(endless.source, conn, pull.drain((chunk: Buffer) => { endless.echo(chunk.length) }, () => { endless.stop() }))
     await until(() => endless.echoed >= MiB, '1 MiB echoed')
-    assert.equal(await metricOf(cli(), 'rendezvous_relayed_streams'), 2)
+    assert.equal(sample(await scrape(cli().uri), 'rendezvous_relayed_streams'), 2)
     await a.close()
     assert.equal(await within(readEnded, 'the end of the listener\'s read'), null, 'a clean end')
     assert.ok(received >= MiB)
-    await untilMetric(cli(), 'rendezvous_relayed_streams', 0)
-    assert.equal(await metricOf(cli(), 'rendezvous_peers'), 1)
+    await untilSample(cli().uri, 'rendezvous_relayed_streams', 0)
+    assert.equal(sample(await scrape(cli().uri), 'rendezvous_peers'), 1)
   })
 })
 
 describe('libp2p-websocket-star@0.10.2 dialling through the CLI with the crypto challenge disabled (--disableCryptoChallenge)', () => {
-  const { cli, peer } = withCli(['--disableCryptoChallenge'], { allowJoinWithDisabledChallenge: true })
+  const { cli, peer } = withCli(['--disableCryptoChallenge'], { peerOptions: { allowJoinWithDisabledChallenge: true }, emptied: EMPTIED })
 
   it('A dials B and B dials A: each listener echoes, and every byte comes back', async () => {
     const a = await peer()
     const b = await peer()
     echoes(a)
     echoes(b)
-    const dialled = await metricOf(cli(), 'rendezvous_dials_total_success')
+    const dialled = sample(await scrape(cli().uri), 'rendezvous_dials_total_success')
     await assertEchoes(a, b)
     await assertEchoes(b, a)
-    assert.equal(await metricOf(cli(), 'rendezvous_dials_total_success'), dialled + 2)
+    assert.equal(sample(await scrape(cli().uri), 'rendezvous_dials_total_success'), dialled + 2)
   })
 })

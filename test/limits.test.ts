@@ -15,25 +15,17 @@ import { describe, it } from 'node:test'
 import pull from 'pull-stream'
 import { ERRORS } from '../src/index.js'
 import { connect, type Client, type ClientVersion, type Transport } from './helpers/clients.js'
+import { joinWithoutChallenge } from './helpers/join.js'
 import { randomAddress } from './helpers/keys.js'
 import { listen, type OldPeer } from './helpers/libp2p.js'
-import { sample, scrape, type Scraped } from './helpers/metrics.js'
-import { runCli, startCli, startServer, type Exit } from './helpers/server.js'
+import { sampleOr, scrape } from './helpers/metrics.js'
+import { assertConfigError, runCli, startCli, startServer } from './helpers/server.js'
 import { STREAM, makeChunks, relay, send, sha256 } from './helpers/streams.js'
 import { until, within } from './helpers/wait.js'
 
 type Server = Awaited<ReturnType<typeof startServer>>
 const KiB = 1024
 const MiB = 1024 * KiB
-
-/** A counter sample, 0 when a labelled counter has not been incremented yet. */
-function valueOf (m: Scraped, name: string, labels: Record<string, string> = {}): number {
-  try {
-    return sample(m, name, labels)
-  } catch {
-    return 0
-  }
-}
 
 /** Everything a test opened, closed whatever happened, servers last. */
 class Opened {
@@ -66,11 +58,6 @@ async function join (client: Client, address: string): Promise<unknown[]> {
   return await client.request('ss-join', address, '')
 }
 
-async function joined (client: Client, address: string): Promise<void> {
-  const [err] = await join(client, address)
-  assert.equal(err, null, `join of ${address}`)
-}
-
 /** Resolves with the reason of `client`'s next disconnect, and when it happened. */
 async function disconnection (client: Client): Promise<{ reason: string, at: number }> {
   return await new Promise((resolve) => { client.socket.on('disconnect', (reason: string) => { resolve({ reason, at: Date.now() }) }) })
@@ -83,7 +70,7 @@ describe('addresses per connection (maxAddressesPerConnection)', () => {
       const server = await opened.server({ cryptoChallenge: false, maxAddressesPerConnection: 3 })
       const a = await opened.client(server.url, 'v2')
       const held = [randomAddress(), randomAddress(), randomAddress()]
-      for (const address of held) await joined(a, address)
+      for (const address of held) await joinWithoutChallenge(a, address)
       const fourth = randomAddress()
       assert.deepEqual(await join(a, fourth), [ERRORS.TOO_MANY_ADDRESSES])
       assert.equal(server.peers()[fourth], undefined)
@@ -91,10 +78,10 @@ describe('addresses per connection (maxAddressesPerConnection)', () => {
       assert.equal((await join(a, held[1] as string))[0], null)
       // the limit is per connection
       const b = await opened.client(server.url, 'v4')
-      await joined(b, randomAddress())
+      await joinWithoutChallenge(b, randomAddress())
       a.emit('ss-leave', held[0])
       await until(() => server.peers()[held[0] as string] === undefined, 'the address is left')
-      await joined(a, fourth)
+      await joinWithoutChallenge(a, fourth)
       assert.equal(Object.values(server.peers()).filter((id) => id === a.socket.id).length, 3)
     } finally {
       await opened.close()
@@ -112,8 +99,8 @@ describe('joined addresses in all (maxPeers)', () => {
       const c = await opened.client(server.url, 'v2', 'polling')
       const addressA = randomAddress()
       const addressB = randomAddress()
-      await joined(a, addressA)
-      await joined(b, addressB)
+      await joinWithoutChallenge(a, addressA)
+      await joinWithoutChallenge(b, addressB)
       const addressC = randomAddress()
       assert.deepEqual(await join(c, addressC), [ERRORS.SERVER_FULL])
       assert.deepEqual(await join(a, randomAddress()), [ERRORS.SERVER_FULL], 'a holder cannot add a new address either')
@@ -146,7 +133,7 @@ describe('connections per remote address (maxConnectionsPerIP)', () => {
       await first.close()
       await until(() => server.stats().connections === 1, 'the closed connection is counted out')
       const again = await opened.client(server.url, 'v4', 'websocket')
-      await joined(again, randomAddress())
+      await joinWithoutChallenge(again, randomAddress())
     } finally {
       await opened.close()
     }
@@ -190,7 +177,7 @@ describe('request rates (maxJoinsPerSecond, maxDialsPerSecond)', () => {
       const address = randomAddress()
       assertBurst(await burst(a, 20, 'ss-join', address, ''), null)
       // another connection has its own bucket
-      await joined(await opened.client(server.url, 'v4'), randomAddress())
+      await joinWithoutChallenge(await opened.client(server.url, 'v4'), randomAddress())
       // and this one refills at the rate
       assert.equal(await untilAllowed(a, 'ss-join', address, ''), null)
     } finally {
@@ -204,12 +191,12 @@ describe('request rates (maxJoinsPerSecond, maxDialsPerSecond)', () => {
       const server = await opened.server({ cryptoChallenge: false, maxDialsPerSecond: RATE })
       const a = await opened.client(server.url, 'v4')
       const from = randomAddress()
-      await joined(a, from)
+      await joinWithoutChallenge(a, from)
       // dials to an address nobody holds: answered "Peer not found" while allowed
       assertBurst(await burst(a, 20, 'ss-dial', from, randomAddress(), randomUUID()), ERRORS.PEER_NOT_FOUND)
       const b = await opened.client(server.url, 'v2')
       const fromB = randomAddress()
-      await joined(b, fromB)
+      await joinWithoutChallenge(b, fromB)
       assert.deepEqual(await b.request('ss-dial', fromB, randomAddress(), randomUUID()), [ERRORS.PEER_NOT_FOUND])
       // a's bucket refills at the rate; b dials a for real
       assert.equal(await untilAllowed(a, 'ss-dial', from, randomAddress(), randomUUID()), ERRORS.PEER_NOT_FOUND)
@@ -239,10 +226,10 @@ describe('request rates (maxJoinsPerSecond, maxDialsPerSecond)', () => {
       })))
       await Promise.all(echoes)
       const m = await scrape(cli.uri)
-      assert.equal(valueOf(m, 'rendezvous_joins_total_failure'), 0)
-      assert.equal(valueOf(m, 'rendezvous_joins_total_success'), 3)
-      assert.equal(valueOf(m, 'rendezvous_dials_total_failure'), 0)
-      assert.equal(valueOf(m, 'rendezvous_dials_total_success'), 12)
+      assert.equal(sampleOr(m, 'rendezvous_joins_total_failure'), 0)
+      assert.equal(sampleOr(m, 'rendezvous_joins_total_success'), 3)
+      assert.equal(sampleOr(m, 'rendezvous_dials_total_failure'), 0)
+      assert.equal(sampleOr(m, 'rendezvous_dials_total_success'), 12)
       for (const peer of peers) assert.deepEqual(peer.errors, [])
     } finally {
       await Promise.all(peers.map(async (peer) => { try { await peer.close() } catch {} }))
@@ -260,12 +247,12 @@ describe('time without an address (joinTimeoutMS)', () => {
     const opened = new Opened()
     try {
       const server = await opened.server({ cryptoChallenge: false, metrics: true, joinTimeoutMS: TIMEOUT_MS })
-      const closedFor = async (): Promise<number> => valueOf(await scrape(server.url), 'rendezvous_connections_closed_total', { reason: 'join timeout' })
+      const closedFor = async (): Promise<number> => sampleOr(await scrape(server.url), 'rendezvous_connections_closed_total', { reason: 'join timeout' })
       // opened first, so it is always the oldest
       const member = await opened.client(server.url, 'v2')
       const memberGone = disconnection(member)
       const address = randomAddress()
-      await joined(member, address)
+      await joinWithoutChallenge(member, address)
       // the server counts from the handshake, which comes after this
       const openedAt = Date.now()
       const idle = await Promise.all([opened.client(server.url, 'v4'), opened.client(server.url, 'v2', 'polling')])
@@ -302,9 +289,9 @@ describe('message size (maxMessageBytes)', () => {
         const server = await opened.server({ cryptoChallenge: false, maxMessageBytes: 64 * KiB })
         const bystander = await opened.client(server.url, 'v4')
         const bystanderAddress = randomAddress()
-        await joined(bystander, bystanderAddress)
+        await joinWithoutChallenge(bystander, bystanderAddress)
         const big = await opened.client(server.url, version, transport)
-        await joined(big, randomAddress())
+        await joinWithoutChallenge(big, randomAddress())
         // just under the limit passes
         assert.deepEqual(await big.request('ss-dial', 'x'.repeat(60 * KiB)), [ERRORS.INVALID_REQUEST])
         const gone = disconnection(big)
@@ -334,8 +321,8 @@ describe('message size (maxMessageBytes)', () => {
         const b = await opened.client(server.url, ...receiverKind)
         const from = randomAddress()
         const to = randomAddress()
-        await joined(a, from)
-        await joined(b, to)
+        await joinWithoutChallenge(a, from)
+        await joinWithoutChallenge(b, to)
         const r = await relay(a, from, b, to)
         await r.dialerMaySend
         const chunks = [...makeChunks(3, MiB)]
@@ -361,16 +348,6 @@ describe('message size (maxMessageBytes)', () => {
 })
 
 describe('the command line', () => {
-  /** Exit code 2 and one line on stderr naming the option as written (the mechanism: cli.test.ts). */
-  function assertConfigError (exit: Exit, name: RegExp): void {
-    const context = JSON.stringify(exit)
-    assert.equal(exit.code, 2, context)
-    const lines = exit.stderr.split('\n').filter((line) => line !== '')
-    assert.equal(lines.length, 1, context)
-    assert.match(lines[0] ?? '', /^rendezvous: /, context)
-    assert.match(lines[0] ?? '', name, context)
-  }
-
   const cases: Array<[string[], Record<string, string>, RegExp]> = [
     [['--maxUnsentBytes=0'], {}, /--maxUnsentBytes\b.*"0"/],
     [['--maxConnectionsPerIP=-1'], {}, /--maxConnectionsPerIP\b.*"-1"/],

@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { ERRORS } from '../src/index.js'
 import { connect, type Client } from './helpers/clients.js'
+import { joinWithChallenge } from './helpers/join.js'
 import { addressOf, libp2pIdentity, randomAddress } from './helpers/keys.js'
 import { observations, sample, scrape } from './helpers/metrics.js'
 import { startCli, startServer } from './helpers/server.js'
@@ -16,12 +17,6 @@ import { until, within } from './helpers/wait.js'
 
 type Server = Awaited<ReturnType<typeof startServer>>
 const ARTIFACTS = new URL('../../test-artifacts/', import.meta.url)
-
-async function challengeJoin (client: Client, address: string, identity: Awaited<ReturnType<typeof libp2pIdentity>>): Promise<void> {
-  const [, nonce] = await client.request('ss-join', address, identity.publicKeyHex)
-  const [err] = await client.request('ss-join', address, await identity.sign(Buffer.from(nonce as string)))
-  assert.equal(err, null)
-}
 
 describe('metrics', () => {
   let server: Server
@@ -68,12 +63,12 @@ describe('metrics', () => {
     const idA = await libp2pIdentity('Ed25519')
     const idB = await libp2pIdentity('Ed25519')
     const [addressA, addressB] = [addressOf(idA.id), addressOf(idB.id)]
-    await challengeJoin(a, addressA, idA)
+    assert.equal((await joinWithChallenge(a, addressA, idA)).answer[0], null)
     // a refused join, and a challenge left pending
     assert.deepEqual(await b.request('ss-join', addressB, ''), [ERRORS.NO_ID])
     const stranger = await libp2pIdentity('Ed25519')
     await b.request('ss-join', addressOf(stranger.id), stranger.publicKeyHex)
-    await challengeJoin(b, addressB, idB)
+    assert.equal((await joinWithChallenge(b, addressB, idB)).answer[0], null)
     await a.discovers(addressB)
 
     let m = await scrape(server.url)
@@ -236,7 +231,7 @@ describe('logs', () => {
     const url = `http://127.0.0.1:${cli.port}`
     const a = await connect(url, 'v2')
     const identity = await libp2pIdentity('Ed25519')
-    await challengeJoin(a, addressOf(identity.id), identity)
+    assert.equal((await joinWithChallenge(a, addressOf(identity.id), identity)).answer[0], null)
     assert.deepEqual(await a.request('ss-join', 42, ''), [ERRORS.INVALID_REQUEST])
     await a.close()
     const exit = await cli.stop('SIGINT')

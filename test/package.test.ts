@@ -11,15 +11,16 @@
  *   what `docker run -e` would add.
  */
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { access, cp, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { delimiter, dirname, join, posix, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { after, before, describe, it } from 'node:test'
 import { connect, type Client } from './helpers/clients.js'
+import { joinWithChallenge } from './helpers/join.js'
 import { addressOf, libp2pIdentity } from './helpers/keys.js'
-import { PATIENCE_MS } from './helpers/server.js'
+import { PATIENCE_MS, finished, launch, type Exit, type Running } from './helpers/server.js'
 import { within } from './helpers/wait.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -45,44 +46,20 @@ const exists = async (path: string): Promise<boolean> => await access(path).then
 
 // ---------------------------------------------------------------- processes
 
-interface Exit {
-  code: number | null
-  signal: NodeJS.Signals | null
-  stdout: string
-  stderr: string
-}
-
-interface Running {
-  proc: ChildProcess
-  exited: Promise<Exit>
-  output: () => { stdout: string, stderr: string }
-}
-
 /** Every process started; after() kills those still running. */
 const children: ChildProcess[] = []
 const clients: Client[] = []
 
-function launch (command: string, args: string[], cwd: string, env: NodeJS.ProcessEnv): Running {
-  const proc = spawn(command, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] })
-  children.push(proc)
-  let stdout = ''
-  let stderr = ''
-  proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
-  proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-  const exited = new Promise<Exit>((resolve) => {
-    proc.once('error', (err) => { resolve({ code: null, signal: null, stdout, stderr: `${stderr}${String(err)}` }) })
-    proc.once('close', (code, signal) => { resolve({ code, signal, stdout, stderr }) })
-  })
-  return { proc, exited, output: () => ({ stdout, stderr }) }
+/** `launch`, in `cwd`; after() kills the process if it is still running. */
+function spawnTracked (command: string, args: string[], cwd: string, env: NodeJS.ProcessEnv): Running {
+  const running = launch(command, args, { cwd, env })
+  children.push(running.proc)
+  return running
 }
 
 /** Runs a command to completion; killed if it takes longer than `patienceMs`. */
 async function run (command: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, patienceMs = PATIENCE_MS): Promise<Exit> {
-  const { proc, exited } = launch(command, args, cwd, env)
-  const guard = setTimeout(() => proc.kill('SIGKILL'), patienceMs)
-  const exit = await exited
-  clearTimeout(guard)
-  return exit
+  return await finished(spawnTracked(command, args, cwd, env), patienceMs)
 }
 
 function assertSuccess (exit: Exit, what: string): void {
@@ -465,7 +442,7 @@ describe('the Docker image, step by step', () => {
     const cmd = execForm(argsOf(runtime, 'CMD').pop() ?? '', 'CMD')
     assert.deepEqual(cmd, [`${workdir}/node_modules/.bin/rendezvous`], 'CMD runs the installed bin, with no arguments')
     const [command = '', ...args] = cmd.map(inContainer)
-    const running = launch(command, args, app, containerEnv(dockerRunE))
+    const running = spawnTracked(command, args, app, containerEnv(dockerRunE))
     const uri = await within(new Promise<string>((resolve, reject) => {
       const onData = (): void => {
         const match = /Listening on: (\S+)/.exec(running.output().stdout)
@@ -513,10 +490,7 @@ describe('the Docker image, step by step', () => {
     clients.push(client)
     const identity = await libp2pIdentity('Ed25519')
     const address = addressOf(identity.id, container.port)
-    const [err, nonce] = await client.request('ss-join', address, identity.publicKeyHex)
-    assert.equal(err, null)
-    assert.equal(typeof nonce, 'string')
-    const ack = await client.request('ss-join', address, await identity.sign(Buffer.from(nonce as string)))
+    const { answer: ack } = await joinWithChallenge(client, address, identity)
     assert.equal(ack.length, 3, JSON.stringify(ack))
     assert.equal(ack[0], null)
     assert.equal(ack[1], null)

@@ -7,38 +7,22 @@ import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
 import { ERRORS } from '../src/index.js'
-import { connect, type Client, type ClientVersion } from './helpers/clients.js'
+import { connect, type ClientVersion } from './helpers/clients.js'
+import { joinedPeer, type Peer } from './helpers/join.js'
 import { randomAddress } from './helpers/keys.js'
 import { watchRss, rssBytes } from './helpers/procfs.js'
 import { startCli, startServer } from './helpers/server.js'
-import { STREAM, Source, accepted, makeChunks, relay, send, sha256 } from './helpers/streams.js'
+import { STREAM, Source, accepted, makeChunks, relay, relayIsEmpty, send, sha256 } from './helpers/streams.js'
 import { until, within } from './helpers/wait.js'
 
 type Server = Awaited<ReturnType<typeof startServer>>
 const MiB = 1024 * 1024
 
-interface Peer { client: Client, address: string }
-
-async function peer (url: string, version: ClientVersion = 'v2'): Promise<Peer> {
-  const client = await connect(url, version)
-  const address = randomAddress()
-  const [err] = await client.request('ss-join', address, '')
-  assert.equal(err, null)
-  return { client, address }
-}
-
-async function relayIsEmpty (server: Server): Promise<void> {
-  await until(() => {
-    const s = server.stats()
-    return s.dials === 0 && s.relayedStreams === 0 && s.relayConnections === 0
-  }, 'the relay tables are empty')
-}
-
 describe('dial handshake', () => {
   let server: Server
   const peers: Peer[] = []
   const open = async (version: ClientVersion = 'v2'): Promise<Peer> => {
-    const p = await peer(server.url, version)
+    const p = await joinedPeer(server.url, { version })
     peers.push(p)
     return p
   }
@@ -96,7 +80,7 @@ describe('dial handshake', () => {
 
   it('answers "Peer not found" when the listener disconnects before answering', async () => {
     const a = await open('v4')
-    const b = await peer(server.url, 'v2')
+    const b = await joinedPeer(server.url, { version: 'v2' })
     const incoming = b.client.next('ss-incomming')
     const answer = a.client.request('ss-dial', a.address, b.address, randomUUID())
     await incoming
@@ -125,7 +109,7 @@ describe('stream forwarding', () => {
   let server: Server
   const peers: Peer[] = []
   const open = async (version: ClientVersion = 'v2'): Promise<Peer> => {
-    const p = await peer(server.url, version)
+    const p = await joinedPeer(server.url, { version })
     peers.push(p)
     return p
   }
@@ -237,8 +221,8 @@ describe('stream forwarding', () => {
 
   it('ends every stream on the surviving side when either side disconnects mid-stream', async () => {
     for (const leaver of ['dialer', 'listener'] as const) {
-      const a = await peer(server.url, 'v2')
-      const b = await peer(server.url, 'v4')
+      const a = await joinedPeer(server.url, { version: 'v2' })
+      const b = await joinedPeer(server.url, { version: 'v4' })
       const r = await relay(a.client, a.address, b.client, b.address)
       await r.dialerMaySend
       send(a.client, r.forward, makeChunks(5, 100), null)
@@ -305,8 +289,8 @@ describe('stream forwarding', () => {
 /** A server with `options` and two joined peers, all closed after `body`. */
 async function withPair (options: Parameters<typeof startServer>[0], versions: [ClientVersion, ClientVersion], body: (server: Server, a: Peer, b: Peer) => Promise<void>): Promise<void> {
   const server = await startServer({ cryptoChallenge: false, ...options })
-  const a = await peer(server.url, versions[0])
-  const b = await peer(server.url, versions[1])
+  const a = await joinedPeer(server.url, { version: versions[0] })
+  const b = await joinedPeer(server.url, { version: versions[1] })
   try {
     await body(server, a, b)
   } finally {
@@ -380,7 +364,7 @@ describe('backpressure', () => {
       const a = await connect(server.url, version, transport)
       const addressA = randomAddress()
       await a.request('ss-join', addressA, '')
-      const b = await peer(server.url, 'v2')
+      const b = await joinedPeer(server.url, { version: 'v2' })
       try {
         const dialId = randomUUID()
         const maySend = accepted(a, `${dialId}.dialer`)
@@ -414,8 +398,8 @@ describe('backpressure', () => {
   it('a slow receiver holds the sender back without losing bytes, and the server\'s memory stays bounded', async () => {
     const cli = await startCli(['--disableCryptoChallenge'])
     const url = `http://127.0.0.1:${cli.port}`
-    const a = await peer(url, 'v2')
-    const b = await peer(url, 'v2')
+    const a = await joinedPeer(url, { version: 'v2' })
+    const b = await joinedPeer(url, { version: 'v2' })
     try {
       // warm up at full speed: the server's heap grows to its working size once
       const warm = await relay(a.client, a.address, b.client, b.address)

@@ -107,7 +107,7 @@ describe('every released old client comes back by itself to the CLI restarted on
             observer.socket.on('ws-peer', (address: string) => { if (!heardAt.has(address)) heardAt.set(address, Date.now()) })
             const identity = await libp2pIdentity('Ed25519')
             const observerAddress = addressOf(identity.id, port)
-            const [err, , listed] = challenge ? await joinWithChallenge(observer, observerAddress, identity) : await observer.request('ss-join', observerAddress, '')
+            const [err, , listed] = challenge ? (await joinWithChallenge(observer, observerAddress, identity)).answer : await observer.request('ss-join', observerAddress, '')
             assert.equal(err, null)
             // those back before the observer joined are in its join answer
             const answered = Date.now()

@@ -9,7 +9,9 @@
 import assert from 'node:assert/strict'
 import { describe, it, type TestContext } from 'node:test'
 import { Cleanup } from './helpers/cleanup.js'
-import { connect, type Client, type Transport } from './helpers/clients.js'
+import { connect, type Transport } from './helpers/clients.js'
+import { health } from './helpers/http.js'
+import type { Peer } from './helpers/join.js'
 import { randomAddress } from './helpers/keys.js'
 import { NO_NGINX, startNginx } from './helpers/nginx.js'
 import { freePort } from './helpers/ports.js'
@@ -27,9 +29,7 @@ const PEERS_KEY = 'rendezvous:peers'
 const REFRESH_MS = 2000
 
 /** A peer that reconnects quickly and joins its address again on every connection. */
-interface Peer {
-  client: Client
-  address: string
+interface Rejoining extends Peer {
   reasons: string[]
   /** Connections so far, and joins acknowledged on them. */
   connects: number
@@ -39,10 +39,10 @@ interface Peer {
   forget: () => void
 }
 
-async function peer (url: string, address: string, transport: Transport, cleanup: Cleanup): Promise<Peer> {
+async function peer (url: string, address: string, transport: Transport, cleanup: Cleanup): Promise<Rejoining> {
   const client = await connect(url, 'v2', transport, { reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 500 })
   cleanup.add(async () => { client.socket.disconnect() })
-  const p: Peer = { client, address, reasons: [], connects: 1, joins: 0, heard: new Set(), forget: () => { p.heard.clear() } }
+  const p: Rejoining = { client, address, reasons: [], connects: 1, joins: 0, heard: new Set(), forget: () => { p.heard.clear() } }
   const join = (): void => {
     client.socket.emit('ss-join', address, '', (err: unknown, _data: unknown, peers: unknown) => {
       if (err !== null) return
@@ -59,21 +59,21 @@ async function peer (url: string, address: string, transport: Transport, cleanup
 }
 
 /** Every peer is connected and joined on its current connection. */
-function allJoined (peers: Peer[]): boolean {
+function allJoined (peers: Rejoining[]): boolean {
   return peers.every((p) => p.client.socket.connected && p.joins >= p.connects)
 }
 
 /** Who has not heard of whom yet, as `listener index <- address index`. */
-function unheard (peers: Peer[]): string[] {
+function unheard (peers: Rejoining[]): string[] {
   return peers.flatMap((p, i) => peers.flatMap((o, j) => o === p || p.heard.has(o.address) ? [] : [`${i}<-${j}`]))
 }
 
-function hearsEveryOther (peers: Peer[]): boolean {
+function hearsEveryOther (peers: Rejoining[]): boolean {
   return unheard(peers).length === 0
 }
 
 /** Waits until every peer heard of every other, naming the missing pairs if it times out. */
-async function allHearAll (peers: Peer[], what: string, patienceMs: number): Promise<void> {
+async function allHearAll (peers: Rejoining[], what: string, patienceMs: number): Promise<void> {
   try {
     await until(() => hearsEveryOther(peers), what, patienceMs)
   } catch (err) {
@@ -81,11 +81,11 @@ async function allHearAll (peers: Peer[], what: string, patienceMs: number): Pro
   }
 }
 
+/** The peers a node's /health counts; 0 while it does not answer 200 within a second (it is restarting). */
 async function healthPeers (port: number): Promise<number> {
   try {
-    const res = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(1000) })
-    const body = await res.json() as { peers?: number }
-    return res.status === 200 ? body.peers ?? 0 : 0
+    const { status, body } = await health(`http://127.0.0.1:${port}`, 1000)
+    return status === 200 ? body.peers : 0
   } catch {
     return 0
   }
@@ -114,16 +114,16 @@ describe('rolling restart of three nodes behind the compose nginx', { skip: NO_R
       const nginx = await startNginx(ports)
       cleanup.add(async () => { await nginx.stop() })
 
-      const peers: Peer[] = []
+      const peers: Rejoining[] = []
       for (let i = 0; i < 6; i++) peers.push(await peer(nginx.url, randomAddress(nginx.port), 'websocket', cleanup))
       const total = async (): Promise<number> => (await Promise.all(ports.map(healthPeers))).reduce((a, b) => a + b, 0)
-      await eventually(async () => await total() === 6, 'the nodes hold 6 peers')
+      await eventually(total, (n) => n === 6, 'the nodes hold 6 peers')
       // ip_hash: every client of 127.0.0.1 is on the same node
       const counts = await Promise.all(ports.map(healthPeers))
       const home = counts.indexOf(6)
       t.diagnostic(`peers per node before the restarts: ${counts.join(', ')}`)
 
-      const [dialer, listener] = peers as [Peer, Peer]
+      const [dialer, listener] = peers as [Rejoining, Rejoining]
       const r = await relay(dialer.client, dialer.address, listener.client, listener.address)
       await r.dialerMaySend
       send(dialer.client, r.forward, makeChunks(4, 1024), null)
@@ -143,7 +143,7 @@ describe('rolling restart of three nodes behind the compose nginx', { skip: NO_R
           assert.deepEqual(ends.map((e) => e.end), [true, true])
         }
         nodes[i] = await startCli(args(ports[i] as number))
-        await eventually(async () => allJoined(peers) && await total() === 6, `all 6 peers joined again after node ${i}'s restart`)
+        await eventually(async () => allJoined(peers) && await total() === 6, (ok) => ok, `all 6 peers joined again after node ${i}'s restart`)
         const moved = peers.filter((p, j) => p.reasons.length > (before[j] ?? 0)).length
         t.diagnostic(`node ${i} restarted${i === home ? ' (it held the peers)' : ''}: ${moved} peers reconnected, all 6 joined again ${((Date.now() - startedAt) / 1000).toFixed(2)} s after the SIGTERM; per node ${(await Promise.all(ports.map(healthPeers))).join(', ')}`)
       }
@@ -161,7 +161,7 @@ describe('rolling restart of three nodes behind the compose nginx', { skip: NO_R
       t.diagnostic(`after the last restart every peer heard of the 5 others in ${Date.now() - heardAt} ms`)
 
       const live = peers.map((p) => p.address).sort()
-      await eventually(async () => JSON.stringify((await peerHashKeys(redis)).sort()) === JSON.stringify(live), 'the Redis hash holds the 6 live addresses', 5000)
+      await eventually(async () => JSON.stringify((await peerHashKeys(redis)).sort()), (keys) => keys === JSON.stringify(live), 'the Redis hash holds the 6 live addresses', { patienceMs: 5000 })
       assert.deepEqual((await peerHashKeys(redis)).sort(), live)
     } finally {
       await cleanup.run()
@@ -184,7 +184,7 @@ describe('--workers: a worker stopped or killed is replaced and its peers come b
       const workers = (): number[] => childrenOf(cli.proc.pid ?? 0).sort((a, b) => a - b)
       await until(() => workers().length === 2, 'two workers')
 
-      const peers: Peer[] = []
+      const peers: Rejoining[] = []
       for (let i = 0; i < 4; i++) peers.push(await peer(cli.uri, randomAddress(cli.port), 'websocket', cleanup))
       peers.push(await peer(cli.uri, randomAddress(cli.port), 'polling', cleanup))
       for (const p of peers) p.forget()
@@ -221,7 +221,7 @@ describe('--workers: a worker stopped or killed is replaced and its peers come b
         if (signal === 'SIGTERM') assert.ok(seen.every((s) => s.endsWith(TRANSPORT_CLOSE)), JSON.stringify(seen))
       }
       assert.equal(workers().length, 2)
-      await eventually(async () => Number(/^:(\d+)/.exec(await redis.command('HLEN', PEERS_KEY))?.[1]) === 5, 'the Redis hash holds 5 addresses', 5000)
+      await eventually(async () => Number(/^:(\d+)/.exec(await redis.command('HLEN', PEERS_KEY))?.[1]), (n) => n === 5, 'the Redis hash holds 5 addresses', { patienceMs: 5000 })
     } finally {
       await cleanup.run()
     }

@@ -9,6 +9,7 @@ import { createHash, randomUUID } from 'node:crypto'
 import { describe, it } from 'node:test'
 import { Cleanup } from './helpers/cleanup.js'
 import { connect, type Client, type ClientVersion } from './helpers/clients.js'
+import { joinWithoutChallenge } from './helpers/join.js'
 import { randomAddress, randomPeerId } from './helpers/keys.js'
 import { sampleOr, scrape, untilScraped as untilScrapedUrl, type Scraped } from './helpers/metrics.js'
 import { spawnPeer, type PeerProcess } from './helpers/peer-process.js'
@@ -22,17 +23,12 @@ const KiB = 1024
 const MiB = 1024 * KiB
 const UNSENT_REASON = 'unsent output over the limit'
 
-/** A counter or gauge sample, 0 when a labelled counter has not been incremented yet. */
-function valueOf (m: Scraped, name: string, labels: Record<string, string> = {}): number {
-  return sampleOr(m, name, labels, 0)
-}
-
 /** Resolves with the scrape that satisfies `condition`; scrapes every 25 ms. */
 async function untilScraped (cli: CliServer, condition: (m: Scraped) => boolean, what: string, patienceMs = PATIENCE_MS): Promise<Scraped> {
   return await untilScrapedUrl(cli.uri, condition, what, (m) => {
     const figures = ['rendezvous_peers', 'rendezvous_connections', 'rendezvous_discovery_announcements_dropped_total', 'rendezvous_relay_paused_senders']
-      .map((name) => `${name}=${valueOf(m, name)}`).join(' ')
-    return `${figures}, closed for unsent output=${valueOf(m, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON })}`
+      .map((name) => `${name}=${sampleOr(m, name)}`).join(' ')
+    return `${figures}, closed for unsent output=${sampleOr(m, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON })}`
   }, patienceMs)
 }
 
@@ -51,13 +47,6 @@ async function counter (url: string, version: ClientVersion): Promise<Counter> {
   let heard = 0
   client.socket.on('ws-peer', () => { heard++ })
   return { client, heard: () => heard, addresses: [] }
-}
-
-/** Joins `address` on `client` without the crypto challenge; returns the addresses the ack listed. */
-async function join (client: Client, address: string): Promise<string[]> {
-  const [err, , peers] = await client.request('ss-join', address, '')
-  assert.equal(err, null, `join of ${address.slice(0, 60)}…`)
-  return peers as string[]
 }
 
 /**
@@ -117,7 +106,7 @@ describe('a peer that stops reading during a discovery storm', () => {
         counters.push(c)
         for (let i = 0; i < 16; i++) {
           const address = longAddress(cli.port)
-          await join(c.client, address)
+          await joinWithoutChallenge(c.client, address)
           c.addresses.push(address)
         }
       }
@@ -133,9 +122,9 @@ describe('a peer that stops reading during a discovery storm', () => {
       const warmTarget = counters.map((c) => c.heard() + 50_000)
       await until(() => counters.every((c, i) => c.heard() >= (warmTarget[i] as number)), 'every peer heard 50,000 announcements')
       const start = await scrape(url)
-      assert.equal(valueOf(start, 'rendezvous_peers'), 65)
-      assert.equal(valueOf(start, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }), 0, 'nobody was disconnected while everyone reads')
-      const droppedAtFreeze = valueOf(start, 'rendezvous_discovery_announcements_dropped_total')
+      assert.equal(sampleOr(start, 'rendezvous_peers'), 65)
+      assert.equal(sampleOr(start, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }), 0, 'nobody was disconnected while everyone reads')
+      const droppedAtFreeze = sampleOr(start, 'rendezvous_discovery_announcements_dropped_total')
       const baseline = warm.stop()
 
       const watch = watchRss(pid)
@@ -151,12 +140,12 @@ describe('a peer that stops reading during a discovery storm', () => {
       const heardAtFreeze = counters.map((c) => c.heard())
 
       // the polling peer's announcements queue in Engine.IO: over 1 MiB, it is disconnected
-      await untilScraped(cli, (m) => valueOf(m, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }) === 1 && valueOf(m, 'rendezvous_peers') === 65,
+      await untilScraped(cli, (m) => sampleOr(m, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }) === 1 && sampleOr(m, 'rendezvous_peers') === 65,
         'the polling peer is disconnected for its unsent output')
       const pollingGoneMs = Date.now() - frozenAt
       // the websocket peer's kernel buffers fill, then announcements to it
       // are dropped once 256 KiB wait in the server
-      const dropped = async (count: number): Promise<Scraped> => await untilScraped(cli, (m) => valueOf(m, 'rendezvous_discovery_announcements_dropped_total') - droppedAtFreeze >= count,
+      const dropped = async (count: number): Promise<Scraped> => await untilScraped(cli, (m) => sampleOr(m, 'rendezvous_discovery_announcements_dropped_total') - droppedAtFreeze >= count,
         `${count} announcements to the frozen websocket peer are dropped`, 60_000)
       await dropped(8_000)
       const settled = watch.stop()
@@ -167,11 +156,11 @@ describe('a peer that stops reading during a discovery storm', () => {
       const droppedMs = Date.now() - frozenAt
       const peakDropping = whileDropping.stop()
       // ...and it is still there: dropping keeps its output under the cap
-      assert.equal(valueOf(dropping, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }), 1)
-      assert.equal(valueOf(dropping, 'rendezvous_peers'), 65)
+      assert.equal(sampleOr(dropping, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }), 1)
+      assert.equal(sampleOr(dropping, 'rendezvous_peers'), 65)
       const probe = await counter(url, 'v4')
       cleanup.add(async () => { await probe.client.close() })
-      const listed = await join(probe.client, randomAddress(cli.port))
+      const listed = await joinWithoutChallenge(probe.client, randomAddress(cli.port))
       assert.ok(listed.includes(wsPeer.address), 'the frozen websocket peer still holds its address')
       assert.ok(!listed.includes(pollingPeer.address), 'the disconnected polling peer\'s address is released')
 
@@ -185,13 +174,13 @@ describe('a peer that stops reading during a discovery storm', () => {
       // them (tcp_rmem reaches 32 MiB here), so the excess must wait in the server
       const chunks = [...makeChunks(1024, 64 * KiB)]
       queue(dialler.client, relayed.forward, chunks)
-      const closed = await untilScraped(cli, (m) => valueOf(m, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }) === 2 && valueOf(m, 'rendezvous_peers') === 65,
+      const closed = await untilScraped(cli, (m) => sampleOr(m, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }) === 2 && sampleOr(m, 'rendezvous_peers') === 65,
         'the frozen websocket peer is disconnected for its unsent output')
       const wsGoneMs = Date.now() - frozenAt
-      assert.equal(valueOf(closed, 'rendezvous_relayed_streams'), 0, 'its relayed streams are freed')
+      assert.equal(sampleOr(closed, 'rendezvous_relayed_streams'), 0, 'its relayed streams are freed')
       assert.deepEqual(await within(relayed.forwardEnded, 'the end of the stream the dialler sent on'), [true])
       assert.equal((await within(relayed.back.done, 'the end of the stream back')).end, true)
-      const listedAfter = await join(probe.client, randomAddress(cli.port))
+      const listedAfter = await joinWithoutChallenge(probe.client, randomAddress(cli.port))
       assert.ok(!listedAfter.includes(wsPeer.address), 'the websocket peer\'s address is released')
 
       // every other peer kept hearing every address the whole time
@@ -205,7 +194,7 @@ describe('a peer that stops reading during a discovery storm', () => {
       assert.ok(peakDropping - settled < 16 * MiB, `server RSS grew by ${mib(peakDropping - settled)} while announcements to a frozen peer were dropped`)
       // and the whole episode stays within a working set's fluctuation
       assert.ok(peak - baseline < 48 * MiB, `server RSS grew by ${mib(peak - baseline)} while a peer was frozen in the storm`)
-      assert.equal(valueOf(await scrape(url), 'rendezvous_connections'), 5, 'the four counters and the probe are connected')
+      assert.equal(sampleOr(await scrape(url), 'rendezvous_connections'), 5, 'the four counters and the probe are connected')
     } finally {
       await cleanup.run()
     }
@@ -241,7 +230,7 @@ describe('a relay into a peer that stops reading', () => {
         const sender = await connect(senderNode.uri, 'v2')
         cleanup.add(async () => { await sender.close() })
         const from = randomAddress(senderNode.port)
-        await join(sender, from)
+        await joinWithoutChallenge(sender, from)
         const receiver = await spawnPeer(receiverNode.uri, randomAddress(receiverNode.port), 'v2', 'websocket')
         cleanup.add(receiver.kill)
         const relayed = await dialProcess(sender, from, receiver)
@@ -283,7 +272,7 @@ describe('a relay into a peer that stops reading', () => {
           if (now !== last) { last = now; steadySince = Date.now() }
           return now > 0 && Date.now() - steadySince >= 500
         }
-        const paused = await untilScraped(senderNode, (m) => valueOf(m, 'rendezvous_relay_paused_senders') === 1 && held(),
+        const paused = await untilScraped(senderNode, (m) => sampleOr(m, 'rendezvous_relay_paused_senders') === 1 && held(),
           'the sender\'s server pauses it, and what it sent after the freeze stays with it')
         const growths = watches.map((w, i) => w.stop() - (baselines[i] as number))
         process.stdout.write(`# relay ${where}: ${mib(sent)} sent, ${mib(stuckAtSender())} of it held at the sender while the receiver is frozen; ` +
@@ -295,18 +284,18 @@ describe('a relay into a peer that stops reading', () => {
         // held back, not over any limit: the receiver keeps its address and streams
         for (const node of nodes) {
           const m = node === senderNode ? paused : await scrape(node.uri)
-          assert.equal(valueOf(m, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }), 0)
-          assert.equal(valueOf(m, 'rendezvous_peers'), across ? 1 : 2)
+          assert.equal(sampleOr(m, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }), 0)
+          assert.equal(sampleOr(m, 'rendezvous_peers'), across ? 1 : 2)
         }
         // the dial's two streams are counted where the dial was made
-        assert.equal(valueOf(paused, 'rendezvous_relayed_streams'), 2)
+        assert.equal(sampleOr(paused, 'rendezvous_relayed_streams'), 2)
 
         receiver.thaw()
         send(sender, relayed.forward, [])
         const end = await receiver.next((e) => e.event === 'end', 'every byte reaches the receiver', 120_000)
         assert.deepEqual({ bytes: end.bytes, sha256: end.sha256, end: end.end }, { bytes: sent, sha256: hash.digest('hex'), end: true })
-        const after = await untilScraped(senderNode, (m) => valueOf(m, 'rendezvous_relay_paused_senders') === 0, 'the sender is read again')
-        assert.equal(valueOf(after, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }), 0)
+        const after = await untilScraped(senderNode, (m) => sampleOr(m, 'rendezvous_relay_paused_senders') === 0, 'the sender is read again')
+        assert.equal(sampleOr(after, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }), 0)
       } finally {
         await cleanup.run()
       }
@@ -330,13 +319,13 @@ describe('a peer that vanishes without closing', () => {
         const other = await connect(cli.uri, 'v4')
         cleanup.add(async () => { await other.close() })
         const from = randomAddress(cli.port)
-        await join(other, from)
+        await joinWithoutChallenge(other, from)
         const peer = await spawnPeer(cli.uri, randomAddress(cli.port), version, 'websocket')
         cleanup.add(peer.kill)
         const relayed = await dialProcess(other, from, peer)
         queue(other, relayed.forward, makeChunks(16, 64 * KiB))
         await peer.next((e) => e.event === 'data', 'the relay carries 1 MiB')
-        const before = await untilScraped(cli, (m) => valueOf(m, 'rendezvous_peers') === 2 && valueOf(m, 'rendezvous_relayed_streams') === 2, 'both are joined and relayed')
+        const before = await untilScraped(cli, (m) => sampleOr(m, 'rendezvous_peers') === 2 && sampleOr(m, 'rendezvous_relayed_streams') === 2, 'both are joined and relayed')
 
         let endedAt = 0
         const ended = Promise.all([relayed.back.done, relayed.forwardEnded]).then((ends) => {
@@ -345,18 +334,18 @@ describe('a peer that vanishes without closing', () => {
         })
         const frozenAt = Date.now()
         peer.freeze()
-        const released = await untilScraped(cli, (m) => valueOf(m, 'rendezvous_peers') === 1, 'the vanished peer\'s address is released')
+        const released = await untilScraped(cli, (m) => sampleOr(m, 'rendezvous_peers') === 1, 'the vanished peer\'s address is released')
         const releasedAt = Date.now()
         const [back, forward] = await within(ended, 'the ends of both relayed streams')
         const tookMs = Math.max(releasedAt, endedAt) - frozenAt
         process.stdout.write(`# ${version}: removed ${releasedAt - frozenAt} ms after it froze, streams ended after ${endedAt - frozenAt} ms (limit ${INTERVAL_MS + TIMEOUT_MS + MARGIN_MS} ms)\n`)
         assert.equal(back.end, true)
         assert.deepEqual(forward, [true])
-        assert.equal(valueOf(released, 'rendezvous_relayed_streams'), 0)
-        assert.equal(valueOf(released, 'rendezvous_connections'), 1)
+        assert.equal(sampleOr(released, 'rendezvous_relayed_streams'), 0)
+        assert.equal(sampleOr(released, 'rendezvous_connections'), 1)
         // the heartbeat removed it, not a limit
-        assert.equal(valueOf(released, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }), valueOf(before, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }))
-        assert.ok(!(await join(other, randomAddress(cli.port))).includes(peer.address), 'a new join\'s answer does not list it')
+        assert.equal(sampleOr(released, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }), sampleOr(before, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }))
+        assert.ok(!(await joinWithoutChallenge(other, randomAddress(cli.port))).includes(peer.address), 'a new join\'s answer does not list it')
         assert.ok(tookMs <= INTERVAL_MS + TIMEOUT_MS + MARGIN_MS, `removed after ${tookMs} ms`)
       } finally {
         await cleanup.run()

@@ -40,7 +40,7 @@ async function returning (url: string, port: number, version: ClientVersion, tra
 }
 
 async function joined (peer: Returning): Promise<unknown[]> {
-  const ack = await joinWithChallenge(peer.client, peer.address, peer.identity)
+  const { answer: ack } = await joinWithChallenge(peer.client, peer.address, peer.identity)
   assert.equal(ack[0], null, `join of ${peer.address}: ${JSON.stringify(ack)}`)
   return ack
 }
@@ -149,7 +149,7 @@ describe('a server that stops closes transports, so clients come back to it rest
       // the same peer on a new connection, while the server still holds the old one
       const fresh = await connect(server.url, 'v2', 'websocket')
       cleanup.add(async () => { await fresh.close() })
-      const [err] = await joinWithChallenge(fresh, stale.address, stale.identity)
+      const [err] = (await joinWithChallenge(fresh, stale.address, stale.identity)).answer
       assert.equal(err, null)
       assert.equal(server.peers()[stale.address], fresh.socket.id)
       assert.equal(stale.client.socket.connected, true, 'the stale connection is not cut for it')

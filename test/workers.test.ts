@@ -14,27 +14,16 @@ import { connect as connectTcp } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { after, before, describe, it } from 'node:test'
 import { connect, type Client, type ClientVersion, type Transport } from './helpers/clients.js'
+import { joinWithoutChallenge } from './helpers/join.js'
 import { randomAddress } from './helpers/keys.js'
 import { childrenOf, tcpConnectionsOf } from './helpers/procfs.js'
 import { NO_REDIS, startRedis, type RedisProcess } from './helpers/redis.js'
-import { runCli, startCli, type CliServer, type Exit } from './helpers/server.js'
+import { assertConfigError, runCli, startCli, type CliServer } from './helpers/server.js'
 import { canBind } from './helpers/ports.js'
 import { until, within } from './helpers/wait.js'
 
 const PACKAGE_JSON = fileURLToPath(new URL('../../package.json', import.meta.url))
 const ARTIFACTS = new URL('../../test-artifacts/workers/', import.meta.url)
-
-/** Exit code 2 and one line on stderr matching `names`, without a stack trace. */
-function assertConfigError (exit: Exit, names: RegExp): void {
-  const context = JSON.stringify(exit)
-  assert.equal(exit.code, 2, context)
-  const lines = exit.stderr.split('\n').filter((line) => line !== '')
-  assert.equal(lines.length, 1, `one line on stderr: ${context}`)
-  assert.match(lines[0] ?? '', /^rendezvous: /, context)
-  assert.match(lines[0] ?? '', names, context)
-  assert.doesNotMatch(exit.stdout, /Listening on/, context)
-}
-
 
 /** The Engine.IO session id of a client: sticky routes any request that names it to the worker holding the session. */
 function sessionOf (client: Client): string {
@@ -59,13 +48,6 @@ async function inTwoPieces (port: number, request: string, splitAt: number): Pro
       setImmediate(() => { socket.write(request.slice(splitAt)) })
     })
   }), 'the answer to a request in two pieces', 5000)
-}
-
-/** Joins `address` without a key and returns the addresses listed in the answer. */
-async function join (client: Client, address: string): Promise<string[]> {
-  const [err, , peers] = await client.request('ss-join', address, '')
-  assert.equal(err, null)
-  return Array.isArray(peers) ? peers as string[] : []
 }
 
 /** `client` learns of `address`, from its join's answer or from a `ws-peer`. */
@@ -159,8 +141,8 @@ describe('--workers=2 with a real Redis', { skip: NO_REDIS }, () => {
     websocket = await open('v4', 'websocket')
     await until(() => held(otherWorker) > 0, 'the websocket client is on the other worker')
 
-    const pollingAnswer = await join(polling, pollingAddress)
-    const websocketAnswer = await join(websocket, websocketAddress)
+    const pollingAnswer = await joinWithoutChallenge(polling, pollingAddress)
+    const websocketAnswer = await joinWithoutChallenge(websocket, websocketAddress)
     await hears(websocket, websocketAnswer, pollingAddress)
     await hears(polling, pollingAnswer, websocketAddress)
   })
@@ -224,8 +206,8 @@ describe('--workers=2 with a real Redis', { skip: NO_REDIS }, () => {
     await until(() => held(replacement) >= 1, 'the new worker holds connections')
     const address2 = randomAddress()
     const websocketAddress2 = randomAddress()
-    const answer2 = await join(polling2, address2)
-    const websocketAnswer2 = await join(websocket2, websocketAddress2)
+    const answer2 = await joinWithoutChallenge(polling2, address2)
+    const websocketAnswer2 = await joinWithoutChallenge(websocket2, websocketAddress2)
     await hears(polling2, answer2, websocketAddress)
     await hears(polling2, answer2, websocketAddress2)
     await hears(websocket2, websocketAnswer2, address2)

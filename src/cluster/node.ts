@@ -24,36 +24,17 @@ import { randomBytes } from 'node:crypto'
 import debug from 'debug'
 import { Redis } from 'ioredis'
 import { createShardedAdapter } from '@socket.io/redis-adapter'
-import { logError } from './log.js'
-import type { RendezvousServer } from './protocol.js'
+import { CLUSTER_CONNECT_PATIENCE_MS, CLUSTER_HEARTBEAT_MIN_MS, CLUSTER_RECONNECT_BASE_DELAY_MS, CLUSTER_RECONNECT_MAX_DELAY_MS } from '../constants.js'
+import { errorMessage, logError } from '../log.js'
+import type { SocketServer } from '../protocol.js'
+import { decodeMessage, encodeMessage, type Broadcast, type NodeMessage } from './messages.js'
+import { CHANNEL_PREFIX, NODES_KEY, NODE_KEY_PREFIX, PEERS_KEY, defineScripts, holderValue, nodeChannel, nodeKey, nodePeersKey, parseHolder, type ScriptedRedis } from './registry-scripts.js'
+import type { Holder } from './remote-listener.js'
 
 const log = debug('rendezvous:cluster')
 
-const PREFIX = 'rendezvous'
-const PEERS_KEY = `${PREFIX}:peers`
-const NODES_KEY = `${PREFIX}:nodes`
-/** A node's heartbeat key is this prefix and its id; the Lua scripts build it the same way. */
-const NODE_KEY_PREFIX = `${PREFIX}:node:`
-const nodeKey = (node: string): string => `${NODE_KEY_PREFIX}${node}`
-const nodePeersKey = (node: string): string => `${NODE_KEY_PREFIX}${node}:peers`
-const nodeChannel = (node: string): string => `${PREFIX}#node#${node}#`
-
-/** Longest wait between two reconnection attempts. */
-const MAX_RECONNECT_DELAY_MS = 5000
-/** How long `connect` waits for Redis before the node starts alone (degraded). */
-const CONNECT_PATIENCE_MS = 5000
-
-/** Where an address is held: the node and the connection there. */
-export interface Holder {
-  node: string
-  connection: string
-}
-
-/** A message for one node: a small JSON header and, for relayed data, the bytes. */
-export interface NodeMessage {
-  header: Record<string, unknown> & { t: string }
-  payload?: Buffer
-}
+/** The Socket.IO event that carries broadcasts between nodes (through the adapter's `serverSideEmit`). */
+const BROADCAST_EVENT = 'rendezvous:node'
 
 export interface ClusterConfig {
   redis: string
@@ -68,101 +49,24 @@ interface NodeInfo {
 }
 
 export interface ClusterEvents {
-  /** Addresses announced by another node, to be delivered to this node's peers. */
-  announced: [addresses: string[], fresh: number]
-  /** A message from another node. */
-  message: [from: string, message: NodeMessage]
+  /** A message from another node, checked (messages.ts); a node leaving is handled here. */
+  message: [from: string, message: Exclude<NodeMessage, { t: 'gone' }>]
   /** A node stopped or was found dead: whatever this node shares with it ends. */
   nodeGone: [node: string]
   /** Redis is reachable again (or for the first time): re-register the local peers. */
   up: []
-  /** Redis is unreachable: cross-node state cannot be kept. */
-  down: []
 }
 
-// Lua, so that each registry change is one atomic step.
-const SCRIPTS = {
-  /** Gives an address to a holder; returns the previous holder's value. */
-  claim: `
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[1])
-if old and old ~= ARGV[2] then
-  local node = string.match(old, '^(%S+) ')
-  if node and node ~= ARGV[3] then redis.call('SREM', ARGV[4] .. node .. ':peers', ARGV[1]) end
-end
-return old`,
-  /** Registers again after an outage, unless a live holder took the address meanwhile; returns that holder. */
-  register: `
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old and old ~= ARGV[2] then
-  local node = string.match(old, '^(%S+) ')
-  if node and redis.call('EXISTS', ARGV[4] .. node) == 1 then return old end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[1])
-return false`,
-  /** Takes an address from a holder, if it still holds it. */
-  release: `
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-end
-redis.call('SREM', KEYS[2], ARGV[1])
-return 1`,
-  /** Removes a dead node: its addresses (those it still holds) and its entries. */
-  purge: `
-local addresses = redis.call('SMEMBERS', KEYS[2])
-local prefix = ARGV[1] .. ' '
-local removed = 0
-for _, address in ipairs(addresses) do
-  local holder = redis.call('HGET', KEYS[1], address)
-  if holder and string.sub(holder, 1, #prefix) == prefix then
-    redis.call('HDEL', KEYS[1], address)
-    removed = removed + 1
-  end
-end
-redis.call('DEL', KEYS[2])
-redis.call('SREM', KEYS[3], ARGV[1])
-return removed`
-} as const
-
-interface ScriptedRedis extends Redis {
-  rdvClaim: (peers: string, nodePeers: string, address: string, holder: string, node: string, nodePrefix: string) => Promise<string | null>
-  rdvRegister: (peers: string, nodePeers: string, address: string, holder: string, node: string, nodePrefix: string) => Promise<string | null>
-  rdvRelease: (peers: string, nodePeers: string, address: string, holder: string) => Promise<number>
-  rdvPurge: (peers: string, nodePeers: string, nodes: string, node: string) => Promise<number>
+export interface ClusterComponents {
+  io: SocketServer
+  /** What the node tells the others with each heartbeat. */
+  describe: () => NodeInfo
+  /** Told how many addresses of a dead node this node purged. */
+  purged?: (addresses: number) => void
 }
 
-function parseHolder (value: string | null | undefined): Holder | undefined {
-  if (typeof value !== 'string') return undefined
-  const space = value.indexOf(' ')
-  if (space <= 0) return undefined
-  return { node: value.slice(0, space), connection: value.slice(space + 1) }
-}
-
-/** The header field naming the sending node (headers use `from` for addresses). */
-const SENDER = 'sender'
-
-/** A node message on the wire: header length (4 bytes), JSON header, payload. */
-function encodeMessage (from: string, message: NodeMessage): Buffer {
-  const header = Buffer.from(JSON.stringify({ ...message.header, [SENDER]: from }))
-  const length = Buffer.alloc(4)
-  length.writeUInt32BE(header.length)
-  return Buffer.concat(message.payload === undefined ? [length, header] : [length, header, message.payload])
-}
-
-function decodeMessage (raw: Buffer): { from: string, message: NodeMessage } | undefined {
-  if (raw.length < 4) return undefined
-  const length = raw.readUInt32BE(0)
-  if (raw.length < 4 + length) return undefined
-  const header = JSON.parse(raw.subarray(4, 4 + length).toString()) as NodeMessage['header'] & { [SENDER]?: unknown }
-  if (typeof header !== 'object' || header === null || typeof header.t !== 'string' || typeof header[SENDER] !== 'string') return undefined
-  const { [SENDER]: from, ...rest } = header
-  const payload = raw.length > 4 + length ? raw.subarray(4 + length) : undefined
-  return { from, message: payload === undefined ? { header: rest } : { header: rest, payload } }
-}
-
-export class Cluster extends EventEmitter<ClusterEvents> {
+/** This process as one node of the cluster: its link to Redis and to the other nodes. */
+export class ClusterNode extends EventEmitter<ClusterEvents> {
   /** This process's id in the cluster, fresh at every start. */
   readonly node = randomBytes(8).toString('hex')
   private readonly commands: ScriptedRedis
@@ -172,29 +76,25 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private closed = false
   /** Nodes whose key was alive at the last check, with what they said. */
   private readonly alive = new Map<string, NodeInfo>()
-  /** Told how many addresses of a dead node this node purged. */
-  onPurged: (addresses: number) => void = () => {}
+  private readonly io: SocketServer
+  private readonly describe: () => NodeInfo
+  private readonly purged: (addresses: number) => void
 
-  constructor (
-    private readonly io: RendezvousServer,
-    private readonly config: ClusterConfig,
-    private readonly describe: () => NodeInfo
-  ) {
+  constructor (components: ClusterComponents, private readonly config: ClusterConfig) {
     super()
-    const retryStrategy = (attempt: number): number => Math.min(MAX_RECONNECT_DELAY_MS, 100 * 2 ** Math.min(attempt, 6))
-    this.commands = new Redis(config.redis, {
+    this.io = components.io
+    this.describe = components.describe
+    this.purged = components.purged ?? (() => {})
+    const retryStrategy = (attempt: number): number => Math.min(CLUSTER_RECONNECT_MAX_DELAY_MS, CLUSTER_RECONNECT_BASE_DELAY_MS * 2 ** Math.min(attempt, 6))
+    this.commands = defineScripts(new Redis(config.redis, {
       lazyConnect: true,
       // nothing piles up while Redis is away: commands fail at once
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
       retryStrategy
-    }) as ScriptedRedis
+    }))
     // the subscriber only ever queues its few subscriptions
     this.subscriber = new Redis(config.redis, { lazyConnect: true, retryStrategy })
-    this.commands.defineCommand('rdvClaim', { numberOfKeys: 2, lua: SCRIPTS.claim })
-    this.commands.defineCommand('rdvRegister', { numberOfKeys: 2, lua: SCRIPTS.register })
-    this.commands.defineCommand('rdvRelease', { numberOfKeys: 2, lua: SCRIPTS.release })
-    this.commands.defineCommand('rdvPurge', { numberOfKeys: 3, lua: SCRIPTS.purge })
     for (const client of [this.commands, this.subscriber]) {
       // ioredis retries by itself; an error event only needs a log line
       client.on('error', (err: Error) => { log('redis: %s', err.message) })
@@ -227,46 +127,37 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    */
   async connect (): Promise<void> {
     this.subscriber.on('smessageBuffer', (channel: Buffer, raw: Buffer) => {
-      if (channel.toString() !== nodeChannel(this.node)) return
-      let decoded
-      try {
-        decoded = decodeMessage(raw)
-      } catch {}
-      if (decoded === undefined) return log('unreadable node message (%d bytes)', raw.length)
-      this.emit('message', decoded.from, decoded.message)
+      if (channel.toString() === nodeChannel(this.node)) this.received(raw)
     })
-    void this.subscriber.ssubscribe(nodeChannel(this.node)).catch((err: Error) => { log('subscribe: %s', err.message) })
+    void this.subscriber.ssubscribe(nodeChannel(this.node)).catch((err: unknown) => { log('subscribe: %s', errorMessage(err)) })
     // static: the adapter subscribes once, so nothing is subscribed while Redis may be away
-    this.io.adapter(createShardedAdapter(this.commands, quietSubscriptions(this.subscriber), { channelPrefix: PREFIX, subscriptionMode: 'static' }))
-    this.io.on('rendezvous:announce', (addresses: unknown, fresh: unknown) => {
-      if (!Array.isArray(addresses) || !addresses.every((a) => typeof a === 'string')) return
-      this.emit('announced', addresses as string[], typeof fresh === 'number' ? fresh : addresses.length)
-    })
-    this.io.on('rendezvous:gone', (node: unknown) => {
-      if (typeof node === 'string') this.lost(node)
+    this.io.adapter(createShardedAdapter(this.commands, quietSubscriptions(this.subscriber), { channelPrefix: CHANNEL_PREFIX, subscriptionMode: 'static' }))
+    this.io.on(BROADCAST_EVENT, (raw: unknown) => {
+      if (Buffer.isBuffer(raw)) this.received(raw)
+      else log('unreadable broadcast from another node')
     })
     this.subscriber.connect().catch(() => {})
     const ready = new Promise<void>((resolve) => { this.commands.once('ready', () => { resolve() }) })
     this.commands.connect().catch(() => {})
     let timer: NodeJS.Timeout | undefined
-    await Promise.race([ready, new Promise<void>((resolve) => { timer = setTimeout(resolve, CONNECT_PATIENCE_MS) })])
+    await Promise.race([ready, new Promise<void>((resolve) => { timer = setTimeout(resolve, CLUSTER_CONNECT_PATIENCE_MS) })])
     clearTimeout(timer)
     if (!this.connected) logError('cluster: Redis at %s is not reachable; serving local peers alone until it is', this.config.redis)
-    const period = Math.max(100, Math.floor(this.config.clusterNodeTimeoutMS / 3))
+    const period = Math.max(CLUSTER_HEARTBEAT_MIN_MS, Math.floor(this.config.clusterNodeTimeoutMS / 3))
     this.heartbeat = setInterval(() => { void this.beat() }, period)
   }
 
   /** Announces addresses held here to the peers of every other node; the first `fresh` are new joins. */
   announce (addresses: string[], fresh: number): void {
     if (!this.connected || addresses.length === 0) return
-    this.io.serverSideEmit('rendezvous:announce', addresses, fresh)
+    this.broadcast({ t: 'announce', addresses, fresh })
   }
 
   /** Sends a message to one node; false when Redis is away (the message is lost). */
-  send (node: string, message: NodeMessage): boolean {
+  send (node: string, message: Exclude<NodeMessage, Broadcast>): boolean {
     if (!this.connected) return false
-    this.commands.spublish(nodeChannel(node), encodeMessage(this.node, message)).catch((err: Error) => {
-      log('message to node %s lost: %s', node, err.message)
+    this.commands.spublish(nodeChannel(node), encodeMessage(this.node, message)).catch((err: unknown) => {
+      log('message to node %s lost: %s', node, errorMessage(err))
     })
     return true
   }
@@ -284,14 +175,14 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   /** Frees `address` if `connection` here still holds it; never throws. */
   release (address: string, connection: string): void {
     if (!this.connected) return
-    this.commands.rdvRelease(PEERS_KEY, nodePeersKey(this.node), address, this.holder(connection)).catch((err: Error) => {
-      log('release of %s failed: %s', address, err.message)
+    this.commands.rdvRelease(PEERS_KEY, nodePeersKey(this.node), address, this.holder(connection)).catch((err: unknown) => {
+      log('release of %s failed: %s', address, errorMessage(err))
     })
   }
 
   /** How the registry names a connection of this node (`parseHolder` reads it back). */
   private holder (connection: string): string {
-    return `${this.node} ${connection}`
+    return holderValue(this.node, connection)
   }
 
   /** Who holds `address`, on any node. */
@@ -314,11 +205,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const lost: Array<[string, string]> = []
     const pipeline = this.commands.pipeline()
     for (const [address, connection] of holders) {
-      (pipeline as unknown as ScriptedRedis).rdvRegister(PEERS_KEY, nodePeersKey(this.node), address, this.holder(connection), this.node, NODE_KEY_PREFIX)
+      void (pipeline as unknown as ScriptedRedis).rdvRegister(PEERS_KEY, nodePeersKey(this.node), address, this.holder(connection), this.node, NODE_KEY_PREFIX)
     }
     const results = await pipeline.exec() ?? []
     results.forEach(([err, taken], i) => {
-      if (err === null && typeof taken === 'string') lost.push(holders[i] as [string, string])
+      if (err === null && typeof taken === 'string') lost.push(holders[i])
     })
     return lost
   }
@@ -332,13 +223,12 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       try {
         await this.commands.rdvPurge(PEERS_KEY, nodePeersKey(this.node), NODES_KEY, this.node)
         await this.commands.del(nodeKey(this.node))
-        this.io.serverSideEmit('rendezvous:gone', this.node)
+        this.broadcast({ t: 'gone', node: this.node })
       } catch (err) {
-        log('leaving the cluster: %s', (err as Error).message)
+        log('leaving the cluster: %s', errorMessage(err))
       }
     }
-    this.io.removeAllListeners('rendezvous:announce')
-    this.io.removeAllListeners('rendezvous:gone')
+    this.io.removeAllListeners(BROADCAST_EVENT)
   }
 
   /** Closes the Redis connections; after `leave` and after the adapter is closed (`io.close()`). */
@@ -347,6 +237,19 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.commands.disconnect()
     this.subscriber.disconnect()
     this.removeAllListeners()
+  }
+
+  /** A message from another node: checked once here, then handed on (a node leaving is handled here). */
+  private received (raw: Buffer): void {
+    const decoded = decodeMessage(raw)
+    if ('error' in decoded) return log('refused a message from another node (%d bytes): %s', raw.length, decoded.error)
+    const { from, message } = decoded
+    if (message.t === 'gone') this.lost(message.node)
+    else this.emit('message', from, message)
+  }
+
+  private broadcast (message: Broadcast): void {
+    this.io.serverSideEmit(BROADCAST_EVENT, encodeMessage(this.node, message))
   }
 
   private becameReachable (): void {
@@ -363,7 +266,6 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     // every node out of reach: what is shared with them cannot go on
     const nodes = [...this.alive.keys()]
     this.alive.clear()
-    this.emit('down')
     for (const node of nodes) this.emit('nodeGone', node)
   }
 
@@ -385,13 +287,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         }
         const removed = await this.commands.rdvPurge(PEERS_KEY, nodePeersKey(node), NODES_KEY, node)
         if (removed > 0) log('node %s is gone: purged %d addresses', node, removed)
-        this.onPurged(removed)
+        this.purged(removed)
         this.lost(node)
       }
       // a node that left and was purged by another node
       for (const node of [...this.alive.keys()]) if (!nodes.includes(node)) this.lost(node)
     } catch (err) {
-      log('heartbeat: %s', (err as Error).message)
+      log('heartbeat: %s', errorMessage(err))
     }
   }
 
@@ -421,8 +323,8 @@ function quietSubscriptions (client: Redis): Redis {
       if (typeof value !== 'function') return value
       const method = value as (...args: unknown[]) => unknown
       if (property !== 'ssubscribe' && property !== 'sunsubscribe') return method.bind(target)
-      return (...args: unknown[]) => (method.apply(target, args) as Promise<unknown>).catch((err: Error) => {
-        log('%s: %s', property, err.message)
+      return (...args: unknown[]) => (method.apply(target, args) as Promise<unknown>).catch((err: unknown) => {
+        log('%s: %s', property, errorMessage(err))
       })
     }
   })

@@ -2,7 +2,8 @@
 import { accessSync, constants } from 'node:fs'
 import { delimiter, join } from 'node:path'
 
-function executable (path: string): boolean {
+/** Whether `path` is a file this process may execute. */
+export function executable (path: string): boolean {
   try {
     accessSync(path, constants.X_OK)
     return true

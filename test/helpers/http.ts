@@ -2,7 +2,7 @@
  * Plain HTTP(S) requests for tests that need what fetch() forbids: a chosen
  * Host header, or a self-signed certificate.
  */
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { within } from './wait.js'
 
@@ -17,13 +17,16 @@ export interface RequestOptions {
   headers?: Record<string, string>
   /** For https: accept a self-signed certificate. */
   insecure?: boolean
+  /** How long the answer may take (PATIENCE_MS unless given); the request is then aborted. */
+  patienceMs?: number
 }
 
-export async function request (url: string, { method = 'GET', headers = {}, insecure = false }: RequestOptions = {}): Promise<Response> {
+export async function request (url: string, { method = 'GET', headers = {}, insecure = false, patienceMs }: RequestOptions = {}): Promise<Response> {
   const secure = url.startsWith('https:')
+  let req: ClientRequest | undefined
   return await within(new Promise<Response>((resolve, reject) => {
     const options = { method, headers, ...(secure && insecure ? { rejectUnauthorized: false } : {}) }
-    const req = (secure ? httpsRequest : httpRequest)(url, options, (res) => {
+    req = (secure ? httpsRequest : httpRequest)(url, options, (res) => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (chunk: string) => { body += chunk })
@@ -32,5 +35,22 @@ export async function request (url: string, { method = 'GET', headers = {}, inse
     })
     req.on('error', reject)
     req.end()
-  }), `${method} ${url}`)
+  }), `${method} ${url}`, patienceMs).catch((err: unknown) => {
+    req?.destroy()
+    throw err
+  })
+}
+
+/** What `/health` answers (`cluster` in cluster mode only). */
+export interface Health {
+  status: string
+  uptime: number
+  peers: number
+  cluster?: { node: string, redis: string, nodes: number }
+}
+
+/** `GET /health` of the server at `url`: its status code and its JSON body. */
+export async function health (url: string, patienceMs?: number): Promise<{ status: number, body: Health }> {
+  const res = await request(`${url}/health`, { patienceMs })
+  return { status: res.status, body: JSON.parse(res.body) as Health }
 }

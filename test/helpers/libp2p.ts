@@ -5,10 +5,14 @@
  * everything it discovers and every connection it is dialled with recorded
  * for assertions.
  */
+import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
+import { after, afterEach, before } from 'node:test'
 import type WStar from 'libp2p-websocket-star'
 import multiaddr from 'multiaddr'
 import { addressOf, oldPeerId } from './keys.js'
+import { untilSample } from './metrics.js'
+import { startCli, type CliServer } from './server.js'
 import { within } from './wait.js'
 
 const require = createRequire(import.meta.url)
@@ -216,4 +220,48 @@ export async function listen (server: ServerLike, options: OldPeerOptions = {}):
   const peer = await oldPeer(options)
   await peer.listen(server)
   return peer
+}
+
+export interface CliGroup {
+  /** The CLI of the group (asserts that it started). */
+  cli: () => CliServer
+  /** Closes `peer` after the test. */
+  track: (peer: OldPeer) => OldPeer
+  /** A peer listening through the CLI, with the group's options, closed after the test. */
+  peer: () => Promise<OldPeer>
+}
+
+/**
+ * One CLI started with `args` for the tests of the enclosing describe. After
+ * each test every tracked peer is closed, and the CLI's /metrics must show
+ * each gauge of `emptied` back at 0 (each test starts from an empty server);
+ * at the end the CLI is stopped by SIGTERM and must exit 0.
+ */
+export function withCli (args: string[], { peerOptions = {}, emptied = ['rendezvous_peers'] }: { peerOptions?: OldPeerOptions, emptied?: string[] } = {}): CliGroup {
+  let cli: CliServer | undefined
+  const peers: OldPeer[] = []
+  const closeAll = async (): Promise<void> => {
+    await Promise.all(peers.splice(0).map(async (peer) => { await peer.close() }))
+  }
+  before(async () => { cli = await startCli(args) })
+  afterEach(async () => {
+    await closeAll()
+    if (cli === undefined) return
+    for (const name of emptied) await untilSample(cli.uri, name, 0)
+  })
+  after(async () => {
+    await closeAll()
+    if (cli === undefined) return
+    const exit = await cli.stop('SIGTERM')
+    assert.equal(exit.code, 0, `the CLI exits 0 on SIGTERM: ${JSON.stringify(exit)}`)
+  })
+  const current = (): CliServer => {
+    assert.ok(cli !== undefined, 'the CLI started')
+    return cli
+  }
+  const track = (peer: OldPeer): OldPeer => {
+    peers.push(peer)
+    return peer
+  }
+  return { cli: current, track, peer: async () => track(await listen(current(), peerOptions)) }
 }

@@ -1,11 +1,15 @@
 /** /metrics scraped and parsed with a real Prometheus exposition-format parser. */
 import parse from 'parse-prometheus-text-format'
+import { PATIENCE_MS } from './server.js'
+import { eventually } from './wait.js'
 
 type Family = ReturnType<typeof parse>[number]
 
 export interface Scraped {
   /** The exposition as served. */
   text: string
+  /** Its Content-Type header. */
+  contentType: string
   /** Families by name, with their declared types. */
   families: Map<string, Family>
   /**
@@ -33,6 +37,7 @@ export async function scrape (url: string): Promise<Scraped> {
   }
   return {
     text,
+    contentType: res.headers.get('content-type') ?? '',
     families: byName(parse(text)),
     samples: byName(parse(text.replace(/^# TYPE (\S+) histogram$/gm, '# TYPE $1 untyped')))
   }
@@ -48,6 +53,16 @@ export function sample (m: Scraped, name: string, labels: Record<string, string>
   const value = find(m, name, labels)
   if (value === undefined) throw new Error(`no sample of ${name} with ${JSON.stringify(labels)}`)
   return value
+}
+
+/**
+ * The value of the one unlabelled sample of `name`: throws when there is
+ * none, or more than one (two registries exporting the same metric).
+ */
+export function onlySample (m: Scraped, name: string): number {
+  const unlabelled = m.samples.get(name)?.metrics.filter((s) => Object.keys(s.labels ?? {}).length === 0) ?? []
+  if (unlabelled.length !== 1) throw new Error(`${unlabelled.length} unlabelled samples of ${name}, not exactly one, in:\n${m.text}`)
+  return Number(unlabelled[0]?.value)
 }
 
 /** How many observations a histogram holds with these labels (0 when none yet). */
@@ -71,11 +86,10 @@ export function sampleOr (m: Scraped, name: string, labels: Record<string, strin
  * the last scrape.
  */
 export async function untilScraped (url: string, condition: (m: Scraped) => boolean, what: string, explain: (m: Scraped) => string, patienceMs: number, everyMs = 25): Promise<Scraped> {
-  const deadline = Date.now() + patienceMs
-  for (;;) {
-    const m = await scrape(url)
-    if (condition(m)) return m
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what} (${explain(m)})`)
-    await new Promise((resolve) => setTimeout(resolve, everyMs))
-  }
+  return await eventually(async () => await scrape(url), condition, what, { patienceMs, everyMs, seen: explain })
+}
+
+/** Resolves once the counter or gauge `name` of `url` is `value`, scraping every 20 ms. */
+export async function untilSample (url: string, name: string, value: number, patienceMs = PATIENCE_MS): Promise<Scraped> {
+  return await untilScraped(url, (m) => sample(m, name) === value, `${name} is ${value} on ${url}`, (m) => `it is ${sample(m, name)}`, patienceMs, 20)
 }

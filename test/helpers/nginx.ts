@@ -6,23 +6,14 @@
  * `NO_NGINX` as the reason.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { accessSync, constants, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createConnection } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { findExecutable } from './executable.js'
+import { executable, findExecutable } from './executable.js'
 import { freePort } from './ports.js'
 import { PATIENCE_MS } from './server.js'
-
-function runnable (path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK)
-    return true
-  } catch {
-    return false
-  }
-}
 
 const COMPOSE_FILE = fileURLToPath(new URL('../../../docker-compose.yml', import.meta.url))
 
@@ -31,7 +22,7 @@ const COMPOSE_FILE = fileURLToPath(new URL('../../../docker-compose.yml', import
  * PATH (findExecutable's search), else /usr/sbin/nginx, where Debian puts it.
  */
 export const NGINX_EXECUTABLE: string | undefined = findExecutable('nginx', 'NGINX_PATH') ??
-  (process.env.NGINX_PATH === undefined && runnable('/usr/sbin/nginx') ? '/usr/sbin/nginx' : undefined)
+  (process.env.NGINX_PATH === undefined && executable('/usr/sbin/nginx') ? '/usr/sbin/nginx' : undefined)
 
 /** A skip reason for `describe(..., { skip: NO_NGINX })`, or false when nginx is there. */
 export const NO_NGINX: string | false = NGINX_EXECUTABLE === undefined
@@ -79,9 +70,10 @@ export async function startNginx (nodePorts: number[]): Promise<NginxProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'rendezvous-nginx-'))
   const port = await freePort()
   let block = composeNginxConfig()
-  const upstreams = block.match(/server rendezvous-\d+:9090;/g) ?? []
+  const upstreams = block.match(/server rendezvous-\d+:9090[^;]*;/g) ?? []
   if (upstreams.length !== nodePorts.length) throw new Error(`compose has ${upstreams.length} upstream servers, the test ${nodePorts.length} nodes`)
-  nodePorts.forEach((nodePort, i) => { block = block.replace(`server rendezvous-${i + 1}:9090;`, `server 127.0.0.1:${nodePort};`) })
+  // the line's parameters (max_fails=0) stay
+  nodePorts.forEach((nodePort, i) => { block = block.replace(new RegExp(`server rendezvous-${i + 1}:9090([^;]*);`), `server 127.0.0.1:${nodePort}$1;`) })
   if (!block.includes('listen 9090;')) throw new Error('no `listen 9090;` in the compose nginx configuration')
   block = block.replace('listen 9090;', `listen 127.0.0.1:${port};`)
   for (const sub of ['body', 'proxy', 'fcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, sub))

@@ -1,5 +1,6 @@
 /** Servers for tests: in-process through `start()`, or the real CLI in a child process. */
-import { spawn, type ChildProcess } from 'node:child_process'
+import assert from 'node:assert/strict'
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { OPTION_SPECS, start, type Options, type RendezvousServer } from '../../src/index.js'
 
@@ -33,31 +34,60 @@ export interface CliServer {
   stop: (signal?: NodeJS.Signals) => Promise<Exit>
 }
 
-/** The CLI sees only the option variables a test gives it, never the test runner's own PORT or HOST (nor WORKERS, an option of the command only). */
-const UNSET_OPTION_ENV = Object.fromEntries([...OPTION_SPECS.map((spec) => spec.env), 'WORKERS'].map((name) => [name, undefined]))
+/** A child process with its output recorded. */
+export interface Running {
+  proc: ChildProcess
+  /** How it ended; a process that could not start ends with code null and the error on stderr. */
+  exited: Promise<Exit>
+  /** What it printed so far. */
+  output: () => { stdout: string, stderr: string }
+}
 
-function spawnCli (args: string[], env: Record<string, string | undefined>): { proc: ChildProcess, exited: Promise<Exit>, output: () => { stdout: string, stderr: string } } {
-  const proc = spawn(process.execPath, [BIN, ...args], {
-    env: { ...process.env, DEBUG: '', ...UNSET_OPTION_ENV, ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
+/** Starts `command` with its stdout and stderr recorded. */
+export function launch (command: string, args: string[], options: Pick<SpawnOptions, 'cwd' | 'env'> = {}): Running {
+  const proc = spawn(command, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
-  proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
-  proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+  proc.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
+  proc.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
   const exited = new Promise<Exit>((resolve) => {
+    proc.once('error', (err) => { resolve({ code: null, signal: null, stdout, stderr: `${stderr}${String(err)}` }) })
     proc.once('close', (code, signal) => { resolve({ code, signal, stdout, stderr }) })
   })
   return { proc, exited, output: () => ({ stdout, stderr }) }
 }
 
-/** Runs the CLI to completion (for arguments that make it exit). */
-export async function runCli (args: string[], env: Record<string, string | undefined> = {}): Promise<Exit> {
-  const { proc, exited } = spawnCli(args, env)
-  const guard = setTimeout(() => proc.kill('SIGKILL'), PATIENCE_MS)
+/** Resolves with how `running` exits; kills it with SIGKILL if it takes longer than `patienceMs`. */
+export async function finished ({ proc, exited }: Running, patienceMs = PATIENCE_MS): Promise<Exit> {
+  const guard = setTimeout(() => proc.kill('SIGKILL'), patienceMs)
   const exit = await exited
   clearTimeout(guard)
   return exit
+}
+
+/** The CLI sees only the option variables a test gives it, never the test runner's own PORT or HOST (nor WORKERS, an option of the command only). */
+const UNSET_OPTION_ENV = Object.fromEntries([...OPTION_SPECS.map((spec) => spec.env), 'WORKERS'].map((name) => [name, undefined]))
+
+function spawnCli (args: string[], env: Record<string, string | undefined>): Running {
+  return launch(process.execPath, [BIN, ...args], { env: { ...process.env, DEBUG: '', ...UNSET_OPTION_ENV, ...env } })
+}
+
+/** Runs the CLI to completion (for arguments that make it exit). */
+export async function runCli (args: string[], env: Record<string, string | undefined> = {}): Promise<Exit> {
+  return await finished(spawnCli(args, env))
+}
+
+/** Exit code 2 and one line on stderr matching `names`, without a stack trace. */
+export function assertConfigError (exit: Exit, names: RegExp): void {
+  const context = JSON.stringify(exit)
+  assert.equal(exit.code, 2, context)
+  const lines = exit.stderr.split('\n').filter((line) => line !== '')
+  assert.equal(lines.length, 1, `one line on stderr: ${context}`)
+  const line = lines[0] ?? ''
+  assert.match(line, /^rendezvous: /, context)
+  assert.match(line, names, context)
+  assert.doesNotMatch(line, /\bat .+:\d+:\d+/, context)
+  assert.doesNotMatch(exit.stdout, /Listening on/, context)
 }
 
 /** Whether `args` or `env` set the option of `flag`/`alias`/`envName`. */

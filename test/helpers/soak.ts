@@ -25,11 +25,12 @@ import type { Duplex } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { ERRORS, type Options, type ServerStats } from '../../src/index.js'
 import { connect, type Client, type ClientVersion, type Transport } from './clients.js'
+import { joinWithChallenge } from './join.js'
 import { addressOf, libp2pIdentity, randomAddress, type Identity } from './keys.js'
 import type { SoakMessage, SoakReport, SoakRequest } from './soak-server.js'
 import { PATIENCE_MS } from './server.js'
 import { STREAM, makeChunks, relay, send, sha256 } from './streams.js'
-import { within } from './wait.js'
+import { TimedOut, eventually, within } from './wait.js'
 
 const MiB = 1024 * 1024
 const SOAK_SERVER = fileURLToPath(new URL('./soak-server.js', import.meta.url))
@@ -200,11 +201,7 @@ class Peer {
     if (this.side.challenge) {
       const id = identity ?? takeIdentity(this.side)
       address = addressOf(id.id)
-      const [err, nonce] = await this.client.request('ss-join', address, id.publicKeyHex)
-      assert.equal(err, null, `challenge for ${address}`)
-      assert.equal(typeof nonce, 'string')
-      signature = await id.sign(Buffer.from(nonce as string))
-      answer = await this.client.request('ss-join', address, signature)
+      ;({ answer, signature } = await joinWithChallenge(this.client, address, id))
     } else {
       address = randomAddress()
       answer = await this.client.request('ss-join', address, '')
@@ -450,16 +447,16 @@ async function cycleOn (side: Side, count: number, cycle: number): Promise<numbe
 interface Waited<T> { ok: boolean, value: T, why: string }
 
 /**
- * Asks `probe` until `check` holds, on each turn of a short poll, for
- * `patienceMs` at most; `why` names what was awaited and what was seen last.
+ * `eventually`, probing every 10 ms, that resolves instead of throwing when
+ * its patience runs out: `why` then names what was awaited and what was seen
+ * last, and `value` is that last value.
  */
-async function eventually<T> (probe: () => Promise<T>, check: (value: T) => boolean, what: string, seen: (value: T) => string, patienceMs = PATIENCE_MS): Promise<Waited<T>> {
-  const deadline = Date.now() + patienceMs
-  for (;;) {
-    const value = await probe()
-    if (check(value)) return { ok: true, value, why: '' }
-    if (Date.now() > deadline) return { ok: false, value, why: `timed out waiting until ${what}: ${seen(value)}` }
-    await new Promise((resolve) => setTimeout(resolve, 10))
+async function settledWithin<T> (probe: () => Promise<T>, check: (value: T) => boolean, what: string, seen: (value: T) => string, patienceMs = PATIENCE_MS): Promise<Waited<T>> {
+  try {
+    return { ok: true, value: await eventually(probe, check, what, { patienceMs, everyMs: 10, seen }), why: '' }
+  } catch (err) {
+    if (!(err instanceof TimedOut)) throw err
+    return { ok: false, value: err.last as T, why: err.message }
   }
 }
 
@@ -547,9 +544,7 @@ async function residentsJoin (sides: Side[], identities: Identity[]): Promise<Pe
     if (side.challenge) {
       const id = identities[i] as Identity
       const address = addressOf(id.id)
-      const [, nonce] = await peer.client.request('ss-join', address, id.publicKeyHex)
-      const [err] = await peer.client.request('ss-join', address, await id.sign(Buffer.from(nonce as string)))
-      assert.equal(err, null)
+      assert.equal((await joinWithChallenge(peer.client, address, id)).answer[0], null)
       side.resident = address
     } else {
       side.resident = randomAddress()
@@ -564,10 +559,10 @@ async function residentsJoin (sides: Side[], identities: Identity[]): Promise<Pe
 /** Runs the soak against a fresh pair of servers and measures what they kept. */
 export async function soak (options: SoakOptions): Promise<SoakResult> {
   const { cycles, clients, heapMarginBytes = 2 * MiB, gcEvery = 10, log = () => {} } = options
-  /** `eventually`, telling `log` of every wait longer than a second. */
-  const waitUntil: typeof eventually = async (probe, check, what, seen, patienceMs) => {
+  /** `settledWithin`, telling `log` of every wait longer than a second. */
+  const waitUntil: typeof settledWithin = async (probe, check, what, seen, patienceMs) => {
     const since = Date.now()
-    const waited = await eventually(probe, check, what, seen, patienceMs)
+    const waited = await settledWithin(probe, check, what, seen, patienceMs)
     if (Date.now() - since > 1000) log(`${((Date.now() - since) / 1000).toFixed(1)} s until ${what}`)
     return waited
   }

@@ -5,8 +5,9 @@
  */
 import { createHash, randomUUID } from 'node:crypto'
 import assert from 'node:assert/strict'
+import type { RendezvousServer } from '../../src/index.js'
 import type { Client } from './clients.js'
-import { within } from './wait.js'
+import { until, within } from './wait.js'
 
 export const STREAM = 'socket.io-pull-stream.'
 
@@ -129,4 +130,12 @@ export async function relay (dialer: Client, from: string, listener: Client, to:
   await within(answered, 'ss-incomming')
   const atDialer = new Source(dialer, back)
   return { dialId, forward, back, atListener: atListener as Source, atDialer, dialerMaySend, listenerMaySend }
+}
+
+/** Resolves once `server` holds no dial, no relayed stream and no connection with either. */
+export async function relayIsEmpty (server: Pick<RendezvousServer, 'stats'>): Promise<void> {
+  await until(() => {
+    const s = server.stats()
+    return s.dials === 0 && s.relayedStreams === 0 && s.relayConnections === 0
+  }, 'the relay tables are empty')
 }

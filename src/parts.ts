@@ -1,0 +1,214 @@
+/**
+ * The server's parts, built once in dependency order: each gets what it needs
+ * through its constructor. `start()` (index.ts) and the tests that need the
+ * parts themselves build them here, so there is one wiring. `start` and `stop`
+ * bring them up and down, the teardown order written once.
+ */
+import type { Registry as PromRegistry } from 'prom-client'
+import debug from 'debug'
+import { Challenges } from './challenge.js'
+import { ClusterNode } from './cluster/node.js'
+import { ClusterRouter } from './cluster/router.js'
+import { RELAY_LOW_WATER_RATIO, SLOW_PEER_ANNOUNCE_BYTES, STOP_FLUSH_MS } from './constants.js'
+import { Discovery } from './discovery.js'
+import { closeTransports } from './engine.js'
+import { Fanout } from './fanout.js'
+import type { Server as HttpServer } from 'node:http'
+import { createServer } from './http.js'
+import { Joins } from './join.js'
+import { Limits } from './limits.js'
+import { createMetrics, type Metrics } from './metrics.js'
+import type { Config } from './options.js'
+import { renderPage, websocketStarAddress } from './page.js'
+import { ERRORS, type PeerSocket, type SocketServer } from './protocol.js'
+import { Registry } from './registry.js'
+import { Relay } from './relay/index.js'
+import { createSocketServer, wireSockets, type Handlers } from './socket.js'
+import { VERSION } from './version.js'
+
+const log = debug('rendezvous:server')
+
+/**
+ * How a worker process of `--workers` differs (workers.ts): it does not
+ * listen, the primary hands it connections; and its `/metrics` may show the
+ * figures of all workers together.
+ */
+export interface WorkerMode {
+  /** Called instead of listening, once the Socket.IO server exists. */
+  attach: (io: SocketServer) => void
+  /** Called with this server's metrics registry (when metrics are on). */
+  registry?: (registry: PromRegistry) => void
+  /** Serves `/metrics` instead of this server's own registry. */
+  scrape?: () => Promise<{ contentType: string, body: string } | undefined>
+}
+
+export interface PartsOptions {
+  worker?: WorkerMode
+  /** Tests only: stands in for the join handlers the sockets are wired to. */
+  joinHandlers?: (joins: Joins) => Handlers['joins']
+}
+
+export class Parts {
+  readonly registry = new Registry<PeerSocket>()
+  readonly challenges: Challenges
+  readonly metrics: Metrics
+  readonly http: HttpServer
+  readonly io: SocketServer
+  readonly limits: Limits
+  readonly discovery: Discovery
+  readonly joins: Joins
+  readonly relay: Relay
+  /** Cluster mode only: this process as a node of the cluster. */
+  readonly cluster: ClusterNode | undefined
+  readonly startedAt = Date.now()
+  private isDraining = false
+  private stopped: Promise<void> | undefined
+
+  constructor (readonly config: Config, private readonly options: PartsOptions = {}) {
+    const { registry } = this
+    this.challenges = new Challenges(config.challengeTimeoutMS, config.maxPendingChallenges)
+    this.metrics = createMetrics(config.metrics, {
+      peers: () => registry.size,
+      connections: () => this.io.engine.clientsCount,
+      joinedConnections: () => registry.connections,
+      pendingChallenges: () => this.challenges.pending,
+      relayedStreams: () => this.relay.streams,
+      pausedSenders: () => this.relay.pausedSenders,
+      refreshIntervalSeconds: () => this.discovery.effectiveIntervalMs / 1000,
+      ...(config.redis !== undefined ? { cluster: { up: () => this.cluster?.up === true ? 1 : 0, nodes: () => this.cluster?.nodes ?? 0 } } : {})
+    })
+    this.http = createServer(config.tls, {
+      page: (hostHeader, secure) => renderPage(websocketStarAddress(hostHeader, secure), this.figures()),
+      metrics: this.metrics.enabled && options.worker?.scrape !== undefined ? options.worker.scrape : this.metrics.scrape,
+      health: () => this.health()
+    })
+    this.io = createSocketServer(this.http, config, (req) => this.isDraining ? ERRORS.SHUTTING_DOWN : this.limits.refusal(req))
+    this.limits = new Limits(config, this.io, registry, this.metrics.connectionClosed)
+    const cluster = config.redis === undefined
+      ? undefined
+      : new ClusterNode({ io: this.io, describe: () => ({ listeners: this.discovery.listeners, peers: registry.size }), purged: this.metrics.purged }, { redis: config.redis, clusterNodeTimeoutMS: config.clusterNodeTimeoutMS })
+    this.cluster = cluster
+    this.discovery = new Discovery({
+      announcer: new Fanout(this.io, SLOW_PEER_ANNOUNCE_BYTES),
+      announced: this.metrics.announced,
+      ...(cluster !== undefined ? { otherNodes: { listeners: () => cluster.up ? cluster.remoteListeners : 0, announce: (addresses, fresh) => { cluster.announce(addresses, fresh) } } } : {})
+    }, config)
+    this.joins = new Joins({
+      registry,
+      challenges: this.challenges,
+      discovery: this.discovery,
+      metrics: this.metrics,
+      released: (socket, address) => {
+        this.relay.addressReleased(socket, address)
+        if (registry.addressesOf(socket.id) === undefined) this.limits.unjoined(socket)
+      },
+      ...(cluster !== undefined ? { shared: cluster } : {})
+    }, config)
+    this.relay = new Relay({
+      registry,
+      metrics: this.metrics,
+      connection: (id) => this.io.sockets.sockets.get(id),
+      ...(cluster !== undefined
+        ? {
+            nodes: {
+              node: cluster.node,
+              send: (node, message) => cluster.send(node, message),
+              locate: async (address) => cluster.up ? await cluster.locate(address) : undefined,
+              watch: (node) => { cluster.watch(node) }
+            }
+          }
+        : {})
+    }, { ...config, relayLowWaterBytes: Math.floor(config.relayHighWaterBytes * RELAY_LOW_WATER_RATIO) })
+    if (cluster !== undefined) new ClusterRouter({ node: cluster, registry, joins: this.joins, relay: this.relay, discovery: this.discovery })
+    const joins = options.joinHandlers?.(this.joins) ?? this.joins
+    wireSockets(this.io, { joins, relay: this.relay, limits: this.limits, metrics: this.metrics })
+  }
+
+  /** Shutdown has begun: new connections and dials are refused, what runs may finish. */
+  get draining (): boolean {
+    return this.isDraining
+  }
+
+  drain (): void {
+    this.isDraining = true
+    this.relay.drain()
+  }
+
+  /** Connects to Redis in cluster mode, then listens (or is attached to the primary of `--workers`). */
+  async start (): Promise<void> {
+    this.limits.start()
+    try {
+      await this.cluster?.connect()
+      const { worker } = this.options
+      if (worker !== undefined) {
+        worker.attach(this.io)
+        if (this.metrics.registry !== undefined) worker.registry?.(this.metrics.registry)
+      } else {
+        await new Promise<void>((resolve, reject) => {
+          this.http.once('error', reject)
+          this.http.listen(this.config.port, this.config.host, () => {
+            this.http.off('error', reject)
+            resolve()
+          })
+        })
+      }
+    } catch (err) {
+      await this.stop()
+      throw err
+    }
+  }
+
+  /**
+   * Ends every relayed stream, closes every connection at the transport
+   * level (clients reconnect by themselves), leaves the cluster, releases
+   * the port and frees every timer. Once, however often it is called.
+   */
+  async stop (): Promise<void> {
+    this.drain()
+    this.stopped ??= (async () => {
+      log('stopping')
+      this.discovery.stop()
+      this.relay.stop()
+      // transport closes, after what is queued (the ends relay.stop() just
+      // sent): clients reconnect, to this server restarted or to another node.
+      // io.close() would discard the queue; a Socket.IO disconnect would
+      // strand socket.io-client 2.x for good
+      await closeTransports(this.io, STOP_FLUSH_MS)
+      // the other nodes forget this one's peers now rather than after the timeout
+      await this.cluster?.leave()
+      // then closes the HTTP server
+      const closed = this.io.close()
+      this.http.closeAllConnections()
+      await closed
+      this.cluster?.disconnect()
+      this.challenges.stop()
+      this.limits.stop()
+      log('stopped')
+    })()
+    await this.stopped
+  }
+
+  private figures (): Parameters<typeof renderPage>[1] {
+    return {
+      peers: this.registry.size,
+      connections: this.io.engine.clientsCount,
+      relayedStreams: this.relay.streams,
+      uptimeSeconds: (Date.now() - this.startedAt) / 1000,
+      version: VERSION
+    }
+  }
+
+  private health (): { status: number, body: Record<string, unknown> } {
+    const { cluster } = this
+    return {
+      // degraded still serves its own peers: a load balancer should keep it
+      status: this.isDraining ? 503 : 200,
+      body: {
+        status: this.isDraining ? 'stopping' : cluster !== undefined && !cluster.up ? 'degraded' : 'ok',
+        uptime: Math.floor((Date.now() - this.startedAt) / 1000),
+        peers: this.registry.size,
+        ...(cluster !== undefined ? { cluster: { node: cluster.node, redis: cluster.up ? 'up' : 'down', nodes: cluster.nodes } } : {})
+      }
+    }
+  }
+}
