@@ -112,11 +112,6 @@ export class Flow {
     return this.paused
   }
 
-  /** The connection's id. */
-  get id (): string {
-    return this.socket.id
-  }
-
   /** Emits a control event of a relayed stream (`accept`, or `error` with how it ended). */
   emit (event: `socket.io-pull-stream.${string}`, ...args: Array<true | string>): void {
     this.socket.emit(event, ...args)

@@ -71,6 +71,26 @@ function secondsSince (startedAt: bigint): number {
   return Number(process.hrtime.bigint() - startedAt) / 1e9
 }
 
+/** The figures read at scrape time; each gauge registers itself. */
+function registerGauges (registers: Registry[], gauges: Gauges): void {
+  /** `aggregator`: how `--workers` combines the workers' values (prom-client sums them by default). */
+  const gauge = (name: string, help: string, read: () => number, aggregator?: 'min' | 'max'): void => {
+    new Gauge({ name, help, registers, collect () { this.set(read()) }, ...(aggregator !== undefined ? { aggregator } : {}) })
+  }
+  // the old server's name, kept as it was: dashboards already use it
+  gauge('rendezvous_peers', 'joined addresses now', gauges.peers)
+  gauge('rendezvous_connections', 'Socket.IO connections open now, joined or not', gauges.connections)
+  gauge('rendezvous_joined_connections', 'connections holding at least one address', gauges.joinedConnections)
+  gauge('rendezvous_crypto_challenges_pending', 'crypto challenges waiting for their signature', gauges.pendingChallenges)
+  gauge('rendezvous_relayed_streams', 'relayed streams open now', gauges.relayedStreams)
+  gauge('rendezvous_relay_paused_senders', 'connections not read from now, held back by a slow receiver', gauges.pausedSenders)
+  gauge('rendezvous_discovery_refresh_interval_seconds', 'refresh interval in force: the configured one, stretched by the announcement budget', gauges.refreshIntervalSeconds, 'max')
+  if (gauges.cluster !== undefined) {
+    gauge('rendezvous_cluster_up', 'cluster mode: 1 while Redis is reachable, 0 while this node serves its own peers alone (degraded)', gauges.cluster.up, 'min')
+    gauge('rendezvous_cluster_nodes', 'cluster mode: nodes alive at the last heartbeat check, this one included', gauges.cluster.nodes, 'max')
+  }
+}
+
 export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
   if (!enabled) return disabled
   const registry = new Registry()
@@ -78,14 +98,8 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
   // includes nodejs_eventloop_lag_seconds and its percentiles
   collectDefaultMetrics({ register: registry })
 
-  /** `aggregator`: how `--workers` combines the workers' values (prom-client sums them by default). */
-  const gauge = (name: string, help: string, read: () => number, aggregator?: 'min' | 'max'): void => {
-    // registers itself: nothing else needs a reference to it
-    new Gauge({ name, help, registers, collect () { this.set(read()) }, ...(aggregator !== undefined ? { aggregator } : {}) })
-  }
-
+  registerGauges(registers, gauges)
   // The old server's names, kept as they were: dashboards already use them.
-  gauge('rendezvous_peers', 'joined addresses now', gauges.peers)
   const joinsTotal = new Counter({ name: 'rendezvous_joins_total', help: 'joins attempted since the server started', registers })
   const joinsSuccess = new Counter({ name: 'rendezvous_joins_total_success', help: 'joins completed since the server started', registers })
   const joinsFailure = new Counter({ name: 'rendezvous_joins_total_failure', help: 'joins refused since the server started', registers })
@@ -93,23 +107,15 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
   const dialsSuccess = new Counter({ name: 'rendezvous_dials_total_success', help: 'dials the listener accepted since the server started', registers })
   const dialsFailure = new Counter({ name: 'rendezvous_dials_total_failure', help: 'dials refused, timed out or abandoned since the server started', registers })
 
-  gauge('rendezvous_connections', 'Socket.IO connections open now, joined or not', gauges.connections)
-  gauge('rendezvous_joined_connections', 'connections holding at least one address', gauges.joinedConnections)
-  gauge('rendezvous_crypto_challenges_pending', 'crypto challenges waiting for their signature', gauges.pendingChallenges)
-  gauge('rendezvous_relayed_streams', 'relayed streams open now', gauges.relayedStreams)
-  gauge('rendezvous_relay_paused_senders', 'connections not read from now, held back by a slow receiver', gauges.pausedSenders)
   const relayedBytes = new Counter({ name: 'rendezvous_relayed_bytes_total', help: 'bytes delivered through relayed streams', registers })
   const announcements = new Counter({ name: 'rendezvous_discovery_announcements_total', help: 'ws-peer messages delivered to peers (rate() gives announcements per second)', registers })
   const dropped = new Counter({ name: 'rendezvous_discovery_announcements_dropped_total', help: 'ws-peer messages skipped because the peer was not reading', registers })
-  gauge('rendezvous_discovery_refresh_interval_seconds', 'refresh interval in force: the configured one, stretched by the announcement budget', gauges.refreshIntervalSeconds, 'max')
   const joinDuration = new Histogram({ name: 'rendezvous_join_duration_seconds', help: 'time from an ss-join to its answer, by result (challenge: a nonce was sent)', labelNames: ['result'], buckets: DURATION_BUCKETS, registers })
   const dialDuration = new Histogram({ name: 'rendezvous_dial_duration_seconds', help: 'time from an ss-dial to its answer, which waits for the listener', labelNames: ['result'], buckets: DURATION_BUCKETS, registers })
   const closedByLimit = new Counter({ name: 'rendezvous_connections_closed_total', help: 'connections the server closed for breaking a limit, by reason', labelNames: ['reason'], registers })
   const handlerErrors = new Counter({ name: 'rendezvous_handler_errors_total', help: 'socket events whose handler threw, by event', labelNames: ['event'], registers })
   let purged: Counter | undefined
   if (gauges.cluster !== undefined) {
-    gauge('rendezvous_cluster_up', 'cluster mode: 1 while Redis is reachable, 0 while this node serves its own peers alone (degraded)', gauges.cluster.up, 'min')
-    gauge('rendezvous_cluster_nodes', 'cluster mode: nodes alive at the last heartbeat check, this one included', gauges.cluster.nodes, 'max')
     purged = new Counter({ name: 'rendezvous_cluster_purged_addresses_total', help: 'cluster mode: addresses of dead nodes this node removed from the shared registry', registers })
   }
 

@@ -56,10 +56,6 @@ export class RemoteListener implements Endpoint {
     private readonly drained: () => void
   ) {}
 
-  get id (): string {
-    return remoteKey(this.holder.node, this.holder.connection)
-  }
-
   get backlog (): number {
     return this.written - this.delivered
   }

@@ -13,7 +13,6 @@ import type { StreamEventName } from '../protocol.js'
 
 /** One side of relayed streams, local or on another node. */
 export interface Endpoint {
-  readonly id: string
   /** Bytes written and not yet taken by the peer. */
   readonly backlog: number
   readonly isPaused: boolean
