@@ -33,21 +33,32 @@ const CHUNKS = MiB / CHUNK_BYTES
 /** Read from the source tree: the build compiles only TypeScript into dist/. */
 const PEER_PAGE = fileURLToPath(new URL('../../test/fixtures/peer.html', import.meta.url))
 const SCREENSHOT = fileURLToPath(new URL('../../test-artifacts/status-page.png', import.meta.url))
-const VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version
+const VERSION = readVersion()
 /** Every test reports as skipped, with the reason, where Chromium is missing; the hooks then do nothing. */
 const skip = NO_CHROMIUM
 
+/** The version package.json names. */
+function readVersion (): string {
+  const manifest: unknown = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'))
+  assert.ok(typeof manifest === 'object' && manifest !== null && 'version' in manifest && typeof manifest.version === 'string', 'package.json names a version')
+  return manifest.version
+}
+
+/** What the peer page puts on `window.peer`: its methods, and the promise of the listener's streams. */
+type PeerGlobal = typeof globalThis & { peer: Record<string, (...args: unknown[]) => unknown> & { listened: Promise<unknown> } }
+
 /** Calls `window.peer[method](...args)` in `page` and resolves with its (awaited) result. */
-async function call<T = any> (page: Page, method: string, ...args: unknown[]): Promise<T> {
-  return await within(
-    page.evaluate(async ({ method, args }) => await (globalThis as any).peer[method](...args), { method, args }),
+async function call<T = unknown> (page: Page, method: string, ...args: unknown[]): Promise<T> {
+  const result = await within(
+    page.evaluate(async ({ method, args }) => await (globalThis as PeerGlobal).peer[method](...args), { method, args }),
     `${method}(${args.map((a) => JSON.stringify(a)).join(', ')}) in the browser`
   )
+  return result as T
 }
 
 /** A web site of its own for the browser peers, on another port, so their connections to the server are cross-origin. */
 async function servePeerPage (): Promise<{ url: string, close: () => Promise<void> }> {
-  const files: Record<string, [string, string]> = {
+  const files: Partial<Record<string, [string, string]>> = {
     '/': [PEER_PAGE, 'text/html; charset=utf-8'],
     '/socket.io.js': [require.resolve('socket.io-client-v2/dist/socket.io.js'), 'text/javascript; charset=utf-8']
   }
@@ -104,7 +115,7 @@ describe('the status page on a phone', () => {
       assert.match(await figure('uptime'), /^(\d+d )?(\d+h )?\d+m( \d+s)?$/)
       assert.equal(await figure('version'), VERSION)
 
-      const [scrollWidth, innerWidth] = await page.evaluate('[document.documentElement.scrollWidth, window.innerWidth]') as [number, number]
+      const [scrollWidth, innerWidth] = await page.evaluate<[number, number]>('[document.documentElement.scrollWidth, window.innerWidth]')
       assert.equal(innerWidth, PHONE.viewport.width)
       assert.ok(scrollWidth <= innerWidth, `the page is ${scrollWidth}px wide on a ${innerWidth}px screen`)
       for (const id of ['addr', 'peers', 'connections', 'relays', 'uptime', 'version']) {
@@ -134,7 +145,7 @@ describe('browser peers with socket.io-client 2.x', () => {
   const requests: string[][] = []
   const pageErrors: Error[] = []
   /** One peer over websocket only, one over polling only, each in its own browser context. */
-  const peers: Array<{ page: Page, transport: string, address: string, connectedOver: string, joinAck: any[] }> = []
+  const peers: Array<{ page: Page, transport: string, address: string, connectedOver: string, joinAck: unknown[] }> = []
 
   before(async () => {
     if (skip !== false) return
@@ -167,10 +178,10 @@ describe('browser peers with socket.io-client 2.x', () => {
 
   it('join and discover each other: the first hears ws-peer, the second\'s join ack lists the first', { skip }, async () => {
     const [a, b] = peers as [typeof peers[0], typeof peers[0]]
-    a.joinAck = await call(a.page, 'join', a.address)
+    a.joinAck = await call<unknown[]>(a.page, 'join', a.address)
     assert.deepEqual(a.joinAck, [null, null, []])
     const aHearsB = call(a.page, 'discovers', b.address)
-    b.joinAck = await call(b.page, 'join', b.address)
+    b.joinAck = await call<unknown[]>(b.page, 'join', b.address)
     assert.deepEqual(b.joinAck, [null, null, [a.address]])
     await aHearsB
   })
@@ -178,8 +189,8 @@ describe('browser peers with socket.io-client 2.x', () => {
   for (const [dialer, listener] of [[0, 1], [1, 0]] as const) {
     const over = ['websocket', 'polling']
     it(`relay 1 MiB of ArrayBuffers each way when the ${over[dialer]} peer dials the ${over[listener]} peer`, { skip }, async () => {
-      const a = peers[dialer]
-      const b = peers[listener]
+      const a = peers.at(dialer)
+      const b = peers.at(listener)
       assert.ok(a !== undefined && b !== undefined && server !== undefined)
       const chunks = [...makeChunks(2 * CHUNKS, CHUNK_BYTES)]
       const forwardHash = sha256(chunks.slice(0, CHUNKS))
@@ -190,7 +201,7 @@ describe('browser peers with socket.io-client 2.x', () => {
       await call(b.page, 'listen', CHUNKS, CHUNKS, CHUNK_BYTES)
       const [dialed, listened] = await Promise.all([
         call<{ answer: unknown[], received: Received, sent: Sent }>(a.page, 'dial', a.address, b.address, dialId, 0, CHUNKS, CHUNK_BYTES),
-        within(b.page.evaluate(async () => await (globalThis as any).peer.listened), 'the listener\'s streams') as Promise<{ dialId: string, from: string, received: Received, sent: Sent }>
+        within(b.page.evaluate(async () => await (globalThis as PeerGlobal).peer.listened as { dialId: string, from: string, received: Received, sent: Sent }), 'the listener\'s streams')
       ])
 
       assert.deepEqual(dialed.answer, [], 'the dial is acknowledged without error')
@@ -208,7 +219,7 @@ describe('browser peers with socket.io-client 2.x', () => {
     })
   }
 
-  it('load everything from the page\'s site and the server, nothing from elsewhere, without script errors', { skip }, async () => {
+  it('load everything from the page\'s site and the server, nothing from elsewhere, without script errors', { skip }, () => {
     assert.ok(server !== undefined && site !== undefined)
     for (const urls of requests) {
       const reachedServer = urls.some((url) => foreignRequests([url], [server?.url ?? '']).length === 0 && new URL(url).pathname === '/socket.io/')

@@ -156,7 +156,7 @@ describe('environment variables', () => {
     const cases: Array<[string, number]> = [['1', 404], ['true', 404], ['yes', 404], ['YES', 404], ['0', 200], ['false', 200], ['no', 200]]
     const servers = await Promise.all(cases.map(async ([value]) => await cli([], { DISABLE_METRICS: value })))
     for (const [i, [value, status]] of cases.entries()) {
-      assert.equal(await metricsStatus((servers[i] as CliServer).uri), status, `DISABLE_METRICS=${value}`)
+      assert.equal(await metricsStatus(servers[i].uri), status, `DISABLE_METRICS=${value}`)
     }
   })
 
@@ -164,7 +164,7 @@ describe('environment variables', () => {
     const cases: Array<[string, number]> = [['--disableMetrics', 404], ['--disableMetrics=1', 404], ['--disableMetrics=yes', 404], ['--disableMetrics=true', 404], ['--disableMetrics=0', 200], ['--disableMetrics=no', 200], ['--disableMetrics=false', 200]]
     const servers = await Promise.all(cases.map(async ([flag]) => await cli([flag])))
     for (const [i, [flag, status]] of cases.entries()) {
-      assert.equal(await metricsStatus((servers[i] as CliServer).uri), status, flag)
+      assert.equal(await metricsStatus(servers[i].uri), status, flag)
     }
     const server = await cli(['--disableCryptoChallenge=1'])
     const client = await open(server.uri, 'v4')
@@ -238,7 +238,7 @@ const noOpenssl = openssl.error !== undefined || openssl.status !== 0 ? 'openssl
 
 describe('TLS', { skip: noOpenssl }, () => {
   after(cleanup)
-  let dir: string
+  let dir: string | undefined
   let key: string
   let cert: string
   let pfx: string

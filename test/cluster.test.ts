@@ -12,7 +12,7 @@
  */
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { after, before, describe, it } from 'node:test'
 import { ERRORS } from '../src/index.js'
 import { Cleanup } from './helpers/cleanup.js'
@@ -72,9 +72,9 @@ async function startCluster (cleanup: Cleanup, label: string, args: string[]): P
   const redis = await startRedis()
   const nodes: CliServer[] = []
   cleanup.add(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true })
-    writeFileSync(new URL(`${label}-redis.log`, ARTIFACTS), redis.log())
-    nodes.forEach((node, i) => { writeFileSync(new URL(`${label}-node${i}.log`, ARTIFACTS), `${node.uri}\n${node.output().stderr}`) })
+    await mkdir(ARTIFACTS, { recursive: true })
+    await writeFile(new URL(`${label}-redis.log`, ARTIFACTS), redis.log())
+    await Promise.all(nodes.map(async (node, i) => { await writeFile(new URL(`${label}-node${i}.log`, ARTIFACTS), `${node.uri}\n${node.output().stderr}`) }))
   })
   cleanup.add(async () => { await redis.kill() })
   const started = await Promise.allSettled([0, 1, 2].map(async () => {
@@ -116,7 +116,7 @@ async function assertClustered (node: CliServer, nodes: number): Promise<Health>
   assert.equal(status, 200)
   assert.equal(body.status, 'ok')
   assert.equal(body.cluster?.redis, 'up')
-  assert.equal(body.cluster?.nodes, nodes)
+  assert.equal(body.cluster.nodes, nodes)
   return body
 }
 
@@ -195,7 +195,7 @@ describe('three nodes on one Redis', { skip: NO_REDIS }, () => {
   ]
   let redis: RedisProcess
   let nodes: CliServer[] = []
-  const url = (i: number): string => (nodes[i] as CliServer).uri
+  const url = (i: number): string => nodes[i].uri
 
   before(async () => {
     ({ redis, nodes } = await startCluster(processes, 'nodes', args))
@@ -387,7 +387,7 @@ describe('three nodes on one Redis', { skip: NO_REDIS }, () => {
   // last: node 2 does not come back
   it('kill -9 of a node: its peers vanish from the others\' join acks and the streams it shared end on the surviving side, within the node timeout bound', async () => {
     await cleaning(async (cleanup) => {
-      const killed = nodes[2] as CliServer
+      const killed = nodes[2]
       const k1 = await joinPeer(cleanup, url(2), 'v2')
       const k2 = await joinPeer(cleanup, url(2), 'v4')
       const p0 = await joinPeer(cleanup, url(0), 'v2')
@@ -443,7 +443,7 @@ describe('three nodes on one Redis', { skip: NO_REDIS }, () => {
 describe('address takeover across nodes, with the crypto challenge', { skip: NO_REDIS }, () => {
   const processes = new Cleanup()
   let nodes: CliServer[] = []
-  const url = (i: number): string => (nodes[i] as CliServer).uri
+  const url = (i: number): string => nodes[i].uri
   /** Long, so that a node stopped with SIGTERM cannot have been purged for its silence. */
   const timeoutMs = 10_000
 
@@ -513,7 +513,7 @@ describe('address takeover across nodes, with the crypto challenge', { skip: NO_
   // last: node 1 does not come back
   it('SIGTERM on a node: it exits 0 and its peers are gone from the others\' join acks at once, but not an address taken from it', async () => {
     await cleaning(async (cleanup) => {
-      const stopped = nodes[1] as CliServer
+      const stopped = nodes[1]
       const survivors = [nodes[0], nodes[2]] as CliServer[]
       await Promise.all(survivors.map(async (node) => await untilScraped(node, (m) => sampleOr(m, 'rendezvous_cluster_nodes', {}, NaN) === 3, 'the node sees three nodes', timeoutMs + PATIENCE_MS)))
       const c = await keyed(cleanup, url(2), 'v2')
@@ -548,7 +548,7 @@ describe('address takeover across nodes, with the crypto challenge', { skip: NO_
 describe('Redis stopped and restarted under three nodes', { skip: NO_REDIS }, () => {
   const processes = new Cleanup()
   let cluster: Cluster
-  const url = (i: number): string => (cluster.nodes[i] as CliServer).uri
+  const url = (i: number): string => cluster.nodes[i].uri
 
   before(async () => {
     cluster = await startCluster(processes, 'outage', [

@@ -271,9 +271,14 @@ const attack: fc.Arbitrary<Attack> = fc.record({
 // ---------------------------------------------------------------------------
 // Making descriptions into arguments.
 
+/** The part of peer-id (untyped, see test/types.d.ts) used here. */
+interface PeerIdModule {
+  createFromBytes: (bytes: Buffer) => { toB58String: () => string }
+}
+
 /** A base58 peer id (sha2-256 multihash) made of the given digest bytes. */
 function peerIdOf (digest: number[]): string {
-  const PeerId = require('peer-id')
+  const PeerId = require('peer-id') as PeerIdModule
   return PeerId.createFromBytes(Buffer.from([0x12, 0x20, ...digest])).toB58String()
 }
 
@@ -319,7 +324,7 @@ class Materializer {
         for (let i = 0; i < v.depth; i++) value = v.shape === 'array' ? [value] : { k: value }
         return value
       }
-      case 'own-address': return ownAddressOf(this.ids[v.index % this.ids.length] as string, v.form)
+      case 'own-address': return ownAddressOf(this.ids[v.index % this.ids.length], v.form)
       case 'honest-address': return v.peer === 'a' ? this.honest.a : this.honest.b
       case 'odd-address': return v.value
       case 'own-dial-id': return this.dialIds[v.index % this.dialIds.length]
@@ -333,7 +338,7 @@ class Materializer {
         const r = this.honest[n.round]
         return r === undefined ? 'no-honest-dial-yet.dialer' : n.direction === 'forward' ? r.forward : r.back
       }
-      case 'own': return `${this.dialIds[n.index % this.dialIds.length] as string}.${n.direction}`
+      case 'own': return `${this.dialIds[n.index % this.dialIds.length]}.${n.direction}`
       case 'text': return n.value
       case 'huge': return this.huge('s', n.size)
     }
@@ -455,6 +460,11 @@ async function honestTraffic (a: Peer, b: Peer, state: HonestState, due: () => b
   return rounds
 }
 
+/** Whether `value` can be called: what a server sent as an acknowledgement, say. */
+function isCallback (value: unknown): value is (...args: unknown[]) => unknown {
+  return typeof value === 'function'
+}
+
 /** One run of the attack: a new connection sends the commands; every acknowledgement is checked. */
 async function runAttack (url: string, honest: HonestState, input: Attack): Promise<void> {
   const ids = input.ids.map(peerIdOf)
@@ -468,7 +478,7 @@ async function runAttack (url: string, honest: HonestState, input: Attack): Prom
   const answer = input.answer.kind === 'answer' ? m.value(input.answer.value) : undefined
   if (typeof answer === 'string' && answer !== '') refusals.add(answer.slice(0, 1024))
   client.socket.on('ss-incomming', (_id: unknown, _from: unknown, ack: unknown) => {
-    if (input.answer.kind === 'answer' && typeof ack === 'function') ack(answer)
+    if (input.answer.kind === 'answer' && isCallback(ack)) ack(answer)
   })
   const pending: Array<Promise<void>> = []
   /** What went wrong inside callbacks: thrown there, it would land in the client library instead of here. */
@@ -478,7 +488,6 @@ async function runAttack (url: string, honest: HonestState, input: Attack): Prom
       const event = m.event(cmd.event)
       const args = cmd.args.map((v) => m.value(v))
       const label = typeof event === 'string' ? event.slice(0, 80) : String(event)
-      let ack: unknown
       let onAnswer: (answer: unknown[]) => void = () => {}
       const fn = (): ((...answer: unknown[]) => void) => {
         const f = (...answer: unknown[]): void => {
@@ -490,7 +499,7 @@ async function runAttack (url: string, honest: HonestState, input: Attack): Prom
       if (cmd.ack === 'middle' || cmd.ack === 'both') args.splice(Math.min(1, args.length), 0, fn())
       if (cmd.ack === 'last' || cmd.ack === 'both') args.push(fn())
       // Socket.IO takes a function for an acknowledgement only in the last place; elsewhere it is sent as null
-      ack = typeof args[args.length - 1] === 'function' ? args[args.length - 1] : undefined
+      const ack = typeof args[args.length - 1] === 'function' ? args[args.length - 1] : undefined
       const answered = new Promise<void>((resolve) => {
         onAnswer = (answer) => {
           try {
@@ -537,33 +546,40 @@ const rawPacket: fc.Arbitrary<RawPacket> = fc.record({
 })
 
 describe('hostile payloads', () => {
-  let open: CliServer
+  // set by before(); still undefined in after() where it failed
+  let openCli: CliServer | undefined
   let url: string
-  let a: Peer
-  let b: Peer
+  let peerA: Peer | undefined
+  let peerB: Peer | undefined
+  /** The CLI and the two honest peers, for the tests (which run only once before() has started them). */
+  const ready = (): { open: CliServer, a: Peer, b: Peer } => {
+    assert.ok(openCli !== undefined && peerA !== undefined && peerB !== undefined, 'the CLI and the honest peers started')
+    return { open: openCli, a: peerA, b: peerB }
+  }
   let stopping = false
   let running = 'start-up'
   const honest: HonestState = { a: '', b: '', expected: new Set(), current: undefined, previous: undefined }
 
   before(async () => {
     process.stdout.write(`# fuzz seed: ${SEED}\n`)
-    open = await startCli(['--disableCryptoChallenge', `--dialTimeoutMS=${FUZZ_DIAL_TIMEOUT_MS}`])
-    reportDeath(open, () => stopping, () => running)
-    url = `http://127.0.0.1:${open.port}`
-    a = await joinedPeer(url)
-    b = await joinedPeer(url)
-    honest.a = a.address
-    honest.b = b.address
+    openCli = await startCli(['--disableCryptoChallenge', `--dialTimeoutMS=${FUZZ_DIAL_TIMEOUT_MS}`])
+    reportDeath(openCli, () => stopping, () => running)
+    url = `http://127.0.0.1:${openCli.port}`
+    peerA = await joinedPeer(url)
+    peerB = await joinedPeer(url)
+    honest.a = peerA.address
+    honest.b = peerB.address
   })
   after(async () => {
-    await a?.client.close()
-    await b?.client.close()
+    await peerA?.client.close()
+    await peerB?.client.close()
     stopping = true
-    const exit = await open?.stop()
+    const exit = await openCli?.stop()
     assert.equal(exit?.code, 0)
   })
 
   it('survives every client event with hostile arguments from 2.x and 4.x while two honest peers relay every byte intact', async () => {
+    const { open, a, b } = ready()
     let run = 0
     let fuzzing = true
     const started = Date.now()
@@ -612,6 +628,7 @@ describe('hostile payloads', () => {
   })
 
   it('closes only the connection that sends a malformed Socket.IO packet', async () => {
+    const { open, a, b } = ready()
     let run = 0
     const outcomes = new Map<string, number>()
     try {
@@ -772,18 +789,18 @@ async function runChallengeAttack (url: string, identities: Identity[], victim: 
       const who = attempt.address.kind === 'identity' ? attempt.address.who : 0
       const randomKey = attempt.address.kind === 'random-key' ? keyOf(attempt.address.type, attempt.address.bytes) : undefined
       const address = attempt.address.kind === 'identity'
-        ? addressOf(identities[who]!.id).replace('/ipfs/', attempt.address.p2p ? '/p2p/' : '/ipfs/')
+        ? addressOf(identities[who].id).replace('/ipfs/', attempt.address.p2p ? '/p2p/' : '/ipfs/')
         : randomKey !== undefined ? addressOf(randomKey.id) : m.value((attempt.address as { value: Value }).value)
       const steps: Array<[JoinData, boolean]> = [[attempt.first, attempt.acks[0]]]
       if (attempt.second !== null) steps.push([attempt.second, attempt.acks[1]])
       for (const [d, acked] of steps) {
         let data: unknown
         switch (d.kind) {
-          case 'address-key': data = damage(randomKey?.publicKeyHex ?? identities[who]!.publicKeyHex, d.cut); break
-          case 'public-key': data = damage(identities[d.who]!.publicKeyHex, d.cut); break
+          case 'address-key': data = damage(randomKey?.publicKeyHex ?? identities[who].publicKeyHex, d.cut); break
+          case 'public-key': data = damage(identities[d.who].publicKeyHex, d.cut); break
           case 'signature': {
             // the attacker signs with the address's key when it has it, with its own otherwise
-            const signer = identities[d.who === 'address' ? (who === VICTIM ? 0 : who) : d.who]!
+            const signer = identities[d.who === 'address' ? (who === VICTIM ? 0 : who) : d.who]
             const signed = d.of === 'nonce' ? nonces.get(address) ?? 'no nonce yet' : 'another nonce'
             data = damage(await signer.sign(Buffer.from(signed)), d.cut, d.flip)
             break
@@ -800,7 +817,7 @@ async function runChallengeAttack (url: string, identities: Identity[], victim: 
         const answer = await client.request('ss-join', address, data)
         const shown = `${JSON.stringify(answer)} to ss-join ${JSON.stringify(attempt)}`
         const [err, nonce, peers] = answer
-        const outcome = err !== null ? String(err) : typeof nonce === 'string' ? 'nonce' : 'joined'
+        const outcome = err !== null ? (typeof err === 'string' ? err : inspect(err)) : typeof nonce === 'string' ? 'nonce' : 'joined'
         const key = `${address === victim.address ? 'victim\'s address' : randomKey !== undefined ? 'random keys' : 'other addresses'} ${outcome}`
         challengeTally.set(key, (challengeTally.get(key) ?? 0) + 1)
         if (err !== null) {
@@ -824,34 +841,41 @@ async function runChallengeAttack (url: string, identities: Identity[], victim: 
 }
 
 describe('hostile joins with the crypto challenge on', () => {
-  let cli: CliServer
+  // set by before(); still undefined in after() where it failed
+  let startedCli: CliServer | undefined
   let url: string
-  let victimClient: Client
+  let victimConnection: Client | undefined
+  /** The CLI and the victim's connection, for the tests (which run only once before() has started them). */
+  const ready = (): { cli: CliServer, victimClient: Client } => {
+    assert.ok(startedCli !== undefined && victimConnection !== undefined, 'the CLI and the victim started')
+    return { cli: startedCli, victimClient: victimConnection }
+  }
   let victim: Victim
   let identities: Identity[]
   let stopping = false
   let running = 'start-up'
 
   before(async () => {
-    cli = await startCli()
-    reportDeath(cli, () => stopping, () => running)
-    url = `http://127.0.0.1:${cli.port}`
+    startedCli = await startCli()
+    reportDeath(startedCli, () => stopping, () => running)
+    url = `http://127.0.0.1:${startedCli.port}`
     identities = [await libp2pIdentity('Ed25519'), await libp2pIdentity('secp256k1'), await libp2pIdentity('RSA'), await libp2pIdentity('Ed25519')]
-    const identity = identities[VICTIM]!
+    const identity = identities[VICTIM]
     const address = addressOf(identity.id)
-    victimClient = await connect(url, 'v2')
-    const { answer, nonce, signature } = await joinWithChallenge(victimClient, address, identity)
+    victimConnection = await connect(url, 'v2')
+    const { answer, nonce, signature } = await joinWithChallenge(victimConnection, address, identity)
     assert.equal(answer[0], null)
     victim = { identity, address, nonce, signature }
   })
   after(async () => {
-    await victimClient?.close()
+    await victimConnection?.close()
     stopping = true
-    const exit = await cli?.stop()
+    const exit = await startedCli?.stop()
     assert.equal(exit?.code, 0)
   })
 
   it('answers every hostile ss-join with a nonce, a success or an error string, and never gives the victim\'s address away', async () => {
+    const { cli, victimClient } = ready()
     let run = 0
     const started = Date.now()
     try {
@@ -944,7 +968,8 @@ describe('no hijacking', () => {
       answerB()
       atB.accept()
       assert.deepEqual((await dialed).filter((x) => x != null), [])
-      await until(() => atB!.received === 8000, 'the held chunks reach the listener')
+      const listener = atB
+      await until(() => listener.received === 8000, 'the held chunks reach the listener')
       // once the stream runs, the intruder tries again
       c.client.emit(`${STREAM}queue.${forward}`, Buffer.from('injected'))
       c.client.emit(`${STREAM}error.${forward}`, true)
@@ -1019,7 +1044,7 @@ describe('no hijacking', () => {
       const { answer, nonce: nonce1, signature: captured } = await joinWithChallenge(victimClient, address, victimId)
       assert.deepEqual(answer.slice(0, 2), [null, null])
       const holder = guarded.peers()[address]
-      assert.ok(holder !== undefined)
+      assert.notEqual(holder, undefined)
 
       for (const version of ['v2', 'v4'] as const) {
         const attacker = await connect(guarded.url, version)
@@ -1065,7 +1090,7 @@ describe('no hijacking', () => {
       await client.close()
       const lines = off.output().stderr.split('\n').filter((line) => line !== '')
       assert.equal(lines.length, 1, JSON.stringify(lines))
-      assert.match(lines[0]!, /^rendezvous: warning: .*crypto challenge is disabled.*joins are not authenticated/)
+      assert.match(lines[0], /^rendezvous: warning: .*crypto challenge is disabled.*joins are not authenticated/)
       assert.equal(on.output().stderr, '')
     } finally {
       assert.equal((await off.stop()).code, 0)
@@ -1131,7 +1156,10 @@ describe('errors in handlers', () => {
       return real.join(socket, request)
     },
     'returns a rejected promise': async (real, socket, request) => {
-      if (request.address === BOOM) return await Promise.reject(new Error('join blew up'))
+      if (request.address === BOOM) {
+        await Promise.reject(new Error('join blew up'))
+        return
+      }
       await real.join(socket, request)
     }
   }
@@ -1149,8 +1177,8 @@ describe('errors in handlers', () => {
           assert.deepEqual(await failing.request('ss-join', BOOM, ''), [ERRORS.INTERNAL])
           const logged = lines.filter((line) => line.includes('handler failed'))
           assert.equal(logged.length, 1, JSON.stringify(lines))
-          assert.ok(logged[0]!.includes(`[${server.ids[0]!}] ss-join handler failed`), logged[0])
-          assert.ok(logged[0]!.includes('join blew up'), logged[0])
+          assert.ok(logged[0].includes(`[${server.ids[0]}] ss-join handler failed`), logged[0])
+          assert.ok(logged[0].includes('join blew up'), logged[0])
           const metrics = await scrape(server.url)
           assert.equal(sample(metrics, 'rendezvous_handler_errors_total', { event: 'ss-join' }), 1)
 
@@ -1198,8 +1226,8 @@ describe('errors in handlers', () => {
         assert.deepEqual(await client.request('ss-dial', address, randomAddress(), 'fine'), [ERRORS.PEER_NOT_FOUND])
         const logged = lines.filter((line) => line.includes('handler failed'))
         assert.equal(logged.length, 2, JSON.stringify(lines))
-        assert.ok(logged[0]!.includes(`[${server.ids[0]!}] ss-dial handler failed`) && logged[0]!.includes('dial blew up'), logged[0])
-        assert.ok(logged[1]!.includes(`[${server.ids[0]!}] ${STREAM}queue.boom handler failed`) && logged[1]!.includes('stream blew up'), logged[1])
+        assert.ok(logged[0].includes(`[${server.ids[0]}] ss-dial handler failed`) && logged[0].includes('dial blew up'), logged[0])
+        assert.ok(logged[1].includes(`[${server.ids[0]}] ${STREAM}queue.boom handler failed`) && logged[1].includes('stream blew up'), logged[1])
         const metrics = await scrape(server.url)
         assert.equal(sample(metrics, 'rendezvous_handler_errors_total', { event: 'ss-dial' }), 1)
         assert.equal(sample(metrics, 'rendezvous_handler_errors_total', { event: 'socket.io-pull-stream' }), 1)

@@ -30,7 +30,7 @@ const OLD_METRICS = [
 function figure (html: string, id: string): string {
   const match = new RegExp(`id="${id}"[^>]*>([^<]*)<`).exec(html)
   assert.ok(match !== null, `the page has an element with id="${id}"`)
-  return match[1] ?? ''
+  return match[1]
 }
 
 

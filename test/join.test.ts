@@ -13,6 +13,11 @@ import { until } from './helpers/wait.js'
 
 type Server = Awaited<ReturnType<typeof startServer>>
 
+/** The connection that holds `address` on `server`, if one does. */
+function holderOf (server: Server, address: string): string | undefined {
+  return server.peers()[address]
+}
+
 describe('join and discovery without the crypto challenge', () => {
   let server: Server
   const clients: Client[] = []
@@ -78,7 +83,7 @@ describe('join and discovery without the crypto challenge', () => {
     await c.request('ss-join', addressC, '')
     await a.discovers(addressB)
     b.emit('ss-leave', addressB)
-    await until(() => server.peers()[addressB] === undefined, 'B is released')
+    await until(() => holderOf(server, addressB) === undefined, 'B is released')
     const bSoFar = a.peerEvents.filter((x) => x === addressB).length
     const cSoFar = a.peerEvents.filter((x) => x === addressC).length
     // C keeps being announced (three more refresh rounds) while B is not
@@ -103,10 +108,10 @@ describe('join and discovery without the crypto challenge', () => {
     await b.request('ss-join', first, '')
     const [, , peers] = await b.request('ss-join', second, '')
     assert.ok((peers as string[]).includes(first), 'the second join lists the first address of the same connection')
-    assert.equal(server.peers()[first], server.peers()[second])
+    assert.equal(holderOf(server, first), holderOf(server, second))
     await a.discovers(second)
     await b.close()
-    await until(() => server.peers()[first] === undefined && server.peers()[second] === undefined, 'both addresses released')
+    await until(() => holderOf(server, first) === undefined && holderOf(server, second) === undefined, 'both addresses released')
     assert.equal(server.stats().announcedAddresses, 1)
     a.emit('ss-leave', addressA)
     await until(() => server.stats().announcedAddresses === 0, 'nothing left to announce')
@@ -117,15 +122,15 @@ describe('join and discovery without the crypto challenge', () => {
     const b = await open('v4')
     const address = randomAddress()
     await a.request('ss-join', address, '')
-    const holderA = server.peers()[address]
+    const holderA = holderOf(server, address)
     await b.request('ss-join', address, '')
-    const holderB = server.peers()[address]
+    const holderB = holderOf(server, address)
     assert.notEqual(holderA, holderB)
     // the old holder can no longer release it
     a.emit('ss-leave', address)
     const other = randomAddress()
     await a.request('ss-join', other, '')
-    assert.equal(server.peers()[address], holderB)
+    assert.equal(holderOf(server, address), holderB)
     b.emit('ss-leave', address)
     a.emit('ss-leave', other)
     await until(() => Object.keys(server.peers()).length === 0, 'released')
@@ -203,9 +208,9 @@ describe('crypto challenge', () => {
         assert.equal(err, null)
         assert.equal(sig, null)
         assert.ok(Array.isArray(peers))
-        assert.ok(server.peers()[address] !== undefined)
+        assert.ok(holderOf(server, address) !== undefined)
         client.emit('ss-leave', address)
-        await until(() => server.peers()[address] === undefined, 'released')
+        await until(() => holderOf(server, address) === undefined, 'released')
       })
     }
   }
@@ -217,9 +222,9 @@ describe('crypto challenge', () => {
     const { answer, signature } = await joinWithChallenge(client, address, identity)
     assert.equal(answer[0], null)
     client.emit('ss-leave', address)
-    await until(() => server.peers()[address] === undefined, 'released')
+    await until(() => holderOf(server, address) === undefined, 'released')
     assert.equal((await client.request('ss-join', address, signature))[0], null)
-    assert.ok(server.peers()[address] !== undefined)
+    assert.ok(holderOf(server, address) !== undefined)
     client.emit('ss-leave', address)
   })
 
@@ -241,7 +246,7 @@ describe('crypto challenge', () => {
     assert.deepEqual(await client.request('ss-join', address, await stranger.sign(Buffer.from(nonce as string))), [ERRORS.SIGNATURE_INVALID])
     // a signature Ed25519 cannot even parse makes verification throw
     assert.deepEqual(await client.request('ss-join', address, 'abcdef0123'), [ERRORS.CRYPTO_ERROR])
-    assert.equal(server.peers()[address], undefined)
+    assert.equal(holderOf(server, address), undefined)
     // still pending: the right signature joins
     const [err] = await client.request('ss-join', address, await identity.sign(Buffer.from(nonce as string)))
     assert.equal(err, null)
@@ -254,13 +259,13 @@ describe('crypto challenge', () => {
     const thief = await open('v4')
     const address = addressOf(identity.id)
     await joinWithChallenge(owner, address, identity)
-    const holder = server.peers()[address]
+    const holder = holderOf(server, address)
     assert.ok(holder !== undefined)
     // the thief knows the public key, but cannot sign the nonce it is given
     const [, nonce] = await thief.request('ss-join', address, identity.publicKeyHex)
     const forged = await (await libp2pIdentity('Ed25519')).sign(Buffer.from(nonce as string))
     assert.deepEqual(await thief.request('ss-join', address, forged), [ERRORS.SIGNATURE_INVALID])
-    assert.equal(server.peers()[address], holder)
+    assert.equal(holderOf(server, address), holder)
     owner.emit('ss-leave', address)
   })
 

@@ -10,8 +10,9 @@ import { sample, scrape, untilSample } from './helpers/metrics.js'
 
 /** The discovery event's PeerInfo for `address` names the right id and only that address. */
 function assertPeerInfo (peer: OldPeer, of: OldPeer): void {
-  const info = peer.peerInfos[peer.discovered.indexOf(of.address)]
-  assert.ok(info !== undefined, `${peer.id} discovered ${of.address}`)
+  const at = peer.discovered.indexOf(of.address)
+  assert.ok(at !== -1 && at < peer.peerInfos.length, `${peer.id} discovered ${of.address}`)
+  const info = peer.peerInfos[at]
   assert.equal(info.id.toB58String(), of.id)
   assert.deepEqual(info.multiaddrs.toArray().map(String), [of.address])
 }

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict'
 import { createHash, randomUUID } from 'node:crypto'
 import { describe, it } from 'node:test'
+import { inspect } from 'node:util'
 import pull from 'pull-stream'
 import { addressOf, randomPeerId } from './helpers/keys.js'
 import { withCli, type OldConnection, type OldPeer } from './helpers/libp2p.js'
@@ -71,7 +72,8 @@ async function exchange (conn: OldConnection, chunks: Iterable<Buffer>, what: st
   const started = Date.now()
   await within(new Promise<void>((resolve, reject) => {
     pull(sourceOf(chunks, sent), conn, pull.drain((chunk: Buffer) => { received.add(chunk) }, (err: unknown) => {
-      err === null || err === undefined ? resolve() : reject(err instanceof Error ? err : new Error(String(err)))
+      if (err === null || err === undefined) resolve()
+      else reject(err instanceof Error ? err : new Error(inspect(err)))
     }))
   }), what, patienceMs)
   return { sent: sent.digest(), received: received.digest(), ms: Date.now() - started }
@@ -88,7 +90,10 @@ function* mixedChunks (): Generator<Buffer> {
 /** The address the listener's side of `conn` was told it was dialled from. */
 async function observedBy (conn: OldConnection): Promise<string[]> {
   return await new Promise((resolve, reject) => {
-    conn.getObservedAddrs((err: Error | null, addrs: unknown[]) => { err !== null ? reject(err) : resolve(addrs.map(String)) })
+    conn.getObservedAddrs((err, addrs) => {
+      if (err !== null) reject(err)
+      else resolve(addrs.map(String))
+    })
   })
 }
 

@@ -12,6 +12,7 @@
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { describe, it } from 'node:test'
+import { inspect } from 'node:util'
 import pull from 'pull-stream'
 import { ERRORS } from '../src/index.js'
 import { connect, type Client, type ClientVersion, type Transport } from './helpers/clients.js'
@@ -75,12 +76,12 @@ describe('addresses per connection (maxAddressesPerConnection)', () => {
       assert.deepEqual(await join(a, fourth), [ERRORS.TOO_MANY_ADDRESSES])
       assert.equal(server.peers()[fourth], undefined)
       // re-joining what it holds takes no more room
-      assert.equal((await join(a, held[1] as string))[0], null)
+      assert.equal((await join(a, held[1]))[0], null)
       // the limit is per connection
       const b = await opened.client(server.url, 'v4')
       await joinWithoutChallenge(b, randomAddress())
       a.emit('ss-leave', held[0])
-      await until(() => server.peers()[held[0] as string] === undefined, 'the address is left')
+      await until(() => !Object.hasOwn(server.peers(), held[0]), 'the address is left')
       await joinWithoutChallenge(a, fourth)
       assert.equal(Object.values(server.peers()).filter((id) => id === a.socket.id).length, 3)
     } finally {
@@ -220,7 +221,10 @@ describe('request rates (maxJoinsPerSecond, maxDialsPerSecond)', () => {
         const conn = await from.dial(to.address)
         const sent = Buffer.from(`${from.id} to ${to.id}, ${n}`)
         const back = await within(new Promise<Buffer[]>((resolve, reject) => {
-          pull(pull.values([sent]), conn, pull.collect((err: unknown, chunks: Buffer[]) => { err !== null && err !== undefined ? reject(err) : resolve(chunks) }))
+          pull(pull.values([sent]), conn, pull.collect((err, chunks) => {
+            if (err !== null && err !== undefined) reject(err instanceof Error ? err : new Error(inspect(err)))
+            else resolve(chunks)
+          }))
         }), 'the echo')
         assert.deepEqual(Buffer.concat(back), sent)
       })))

@@ -11,8 +11,8 @@ import {
 } from '../src/options.js'
 
 /** True when A and B are the same type, not merely assignable both ways. */
-// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the usual trick: T only defers the comparison
-type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
+// the usual trick: T only defers the comparison (the probe parameter gives it a second use, which changes nothing)
+type Equal<A, B> = (<T>(probe: T) => T extends A ? 1 : 2) extends (<T>(probe: T) => T extends B ? 1 : 2) ? true : false
 
 /** `Config` as modules read it: every field as it was declared by hand before the table. */
 interface ExpectedConfig {

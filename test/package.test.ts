@@ -85,7 +85,7 @@ function parsePack (exit: Exit): Pack {
   // npm writes warnings to stderr; stdout is the JSON array alone
   const packs = JSON.parse(exit.stdout) as Pack[]
   assert.equal(packs.length, 1, exit.stdout)
-  return packs[0] as Pack
+  return packs[0]
 }
 
 // ---------------------------------------------------------- version ranges
@@ -108,8 +108,10 @@ function satisfies (v: Version, range: string): boolean {
     return comparators.every((comparator) => {
       const m = /^(>=|<=|>|<|=|\^|~)?v?(\d+|[xX*])(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?$/.exec(comparator)
       if (m === null) throw new Error(`unsupported version range ${JSON.stringify(range)}`)
-      const op = m[1] ?? '='
-      const parts = [m[2], m[3], m[4]].map((p) => p === undefined || /^[xX*]$/.test(p) ? undefined : Number(p))
+      /** The captures: undefined where an optional group took no part. */
+      const captures: Array<string | undefined> = m.slice(1)
+      const op = captures[0] ?? '='
+      const parts = captures.slice(1).map((p) => p === undefined || /^[xX*]$/.test(p) ? undefined : Number(p))
       const given = parts.findIndex((p) => p === undefined)
       const n = given === -1 ? 3 : given // how many parts are numbers
       const [X = 0, Y = 0, Z = 0] = parts
@@ -159,7 +161,7 @@ function parseDockerfile (text: string): Stage[] {
       const name = /\bAS\s+(\S+)\s*$/i.exec(args)?.[1]
       stages.push({ ...(name !== undefined ? { name } : {}), instructions: [] })
     }
-    const stage = stages[stages.length - 1]
+    const stage = stages.at(-1)
     assert.ok(stage !== undefined, `${keyword} before the first FROM`)
     stage.instructions.push({ keyword: keyword.toUpperCase(), args })
   }
@@ -175,7 +177,7 @@ function envOf (stage: Stage): Record<string, string> {
     for (const pair of args.split(/\s+/)) {
       const m = /^([A-Za-z_][A-Za-z0-9_]*)=("?)(.*)\2$/.exec(pair)
       assert.ok(m !== null, `an ENV the test can read: ${args}`)
-      env[m[1] as string] = m[3] as string
+      env[m[1]] = m[3]
     }
   }
   return env
@@ -187,7 +189,7 @@ function execForm (args: string, what: string): string[] {
   assert.ok(json !== undefined, `${what} in exec form: ${args}`)
   const argv = JSON.parse(json) as unknown
   assert.ok(Array.isArray(argv) && argv.length > 0 && argv.every((a) => typeof a === 'string'), `${what}: ${json}`)
-  return argv as string[]
+  return argv
 }
 
 /** Whether `.dockerignore` keeps `path` out of the build context (last matching pattern wins). */
@@ -235,7 +237,7 @@ describe('the npm package', () => {
       const code = await readFile(join(ROOT, path), 'utf8')
       // `from './x.js'`, `import('./x.js')`, and version.ts's `createRequire(…)('../../package.json')`
       for (const m of code.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\)\s*\(\s*)['"](\.\.?\/[^'"]+)['"]/g)) {
-        const target = posix.normalize(posix.join(posix.dirname(path), m[1] as string))
+        const target = posix.normalize(posix.join(posix.dirname(path), m[1]))
         if (!paths.has(target)) missing.push(`${path} → ${target}`)
       }
     }
@@ -289,9 +291,10 @@ describe('the Docker image, step by step', () => {
   /** The runtime stage's WORKDIR (/app), and where this test puts it. */
   let workdir: string
   let app: string
-  let temp: string
+  /** '' until before() made it. */
+  let temp = ''
   let cache: string
-  let tarball: string
+  let tarball: string | undefined
 
   /** `node` on PATH is this Node, as it is the image's in the container. */
   const PATH = [dirname(process.execPath), process.env.PATH ?? ''].join(delimiter)
@@ -305,15 +308,15 @@ describe('the Docker image, step by step', () => {
   after(async () => {
     await Promise.all(clients.splice(0).map(async (c) => { await c.close() }))
     for (const proc of children.splice(0)) if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
-    if (temp !== undefined) await rm(temp, { recursive: true, force: true })
+    if (temp !== '') await rm(temp, { recursive: true, force: true })
   })
 
   before(async () => {
     pkg = await readJson<PackageJson>(join(ROOT, 'package.json'))
     const stages = parseDockerfile(await readFile(join(ROOT, 'Dockerfile'), 'utf8'))
     assert.equal(stages.length, 2, 'a build stage and a runtime stage')
-    build = stages[0] as Stage
-    runtime = stages[1] as Stage
+    build = stages[0]
+    runtime = stages[1]
     imageEnv = envOf(runtime)
     workdir = argsOf(runtime, 'WORKDIR').pop() ?? '/'
     temp = await mkdtemp(join(tmpdir(), 'rendezvous-image-'))
@@ -347,7 +350,7 @@ describe('the Docker image, step by step', () => {
     for (const heavy of ['node_modules', 'dist', '.git', '.ci', 'x.tgz']) assert.ok(dockerIgnores(ignore, heavy), `.dockerignore leaves out ${heavy}`)
 
     // `npm ci` fails at once if the lock file does not match package.json
-    const lock = await readJson<{ name: string, version: string, packages: Record<string, { dependencies?: object, devDependencies?: object }> }>(join(ROOT, 'package-lock.json'))
+    const lock = await readJson<{ name: string, version: string, packages: Partial<Record<string, { dependencies?: object, devDependencies?: object }>> }>(join(ROOT, 'package-lock.json'))
     assert.equal(lock.name, pkg.name)
     assert.equal(lock.version, pkg.version)
     assert.deepEqual(lock.packages['']?.dependencies ?? {}, pkg.dependencies, 'package-lock.json has the dependencies of package.json')
@@ -367,11 +370,12 @@ describe('the Docker image, step by step', () => {
   })
 
   it('runtime stage: installs the tarball with production dependencies only, as the Dockerfile does', { timeout: 240_000 }, async () => {
-    assert.ok(tarball !== undefined, 'the build stage packed the package')
+    const builtTarball = tarball
+    assert.ok(builtTarball !== undefined, 'the build stage packed the package')
     // COPY --from=build <tarball in the build stage> <tarball in this stage>
     const fromBuild = argsOf(runtime, 'COPY').map((args) => args.split(/\s+/)).find((words) => words[0] === '--from=build')
     assert.ok(fromBuild !== undefined && fromBuild.length === 3, 'the runtime stage copies the tarball from the build stage')
-    const copiedTarball = fromBuild[2] as string
+    const copiedTarball = fromBuild[2]
     const install = argsOf(runtime, 'RUN').flatMap((args) => args.split('&&').map((c) => c.trim())).find((c) => c.startsWith('npm install '))
     assert.ok(install !== undefined, 'the runtime stage runs npm install')
     const argv = install.split(/\s+/).slice(1)
@@ -380,7 +384,7 @@ describe('the Docker image, step by step', () => {
     assert.ok(prefix !== -1 && argv[prefix + 1] === workdir, `${install}: installs into WORKDIR ${workdir}`)
     assert.ok(argv.includes(copiedTarball), `${install}: installs ${copiedTarball}`)
     // the same command, with this test's folders for /app and the tarball
-    const here = argv.map((a) => a === copiedTarball ? tarball : inContainer(a))
+    const here = argv.map((a) => a === copiedTarball ? builtTarball : inContainer(a))
     await mkdir(app, { recursive: true })
     // ENV comes before RUN in the Dockerfile: npm runs with NODE_ENV=production
     const exit = await run(NPM, here, temp, npmEnv(cache, imageEnv), NPM_PATIENCE_MS)

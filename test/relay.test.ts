@@ -5,9 +5,10 @@
  */
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
+import type { Socket } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { ERRORS } from '../src/index.js'
-import { connect, type ClientVersion } from './helpers/clients.js'
+import { connect, type Client, type ClientVersion } from './helpers/clients.js'
 import { joinedPeer, type Peer } from './helpers/join.js'
 import { randomAddress } from './helpers/keys.js'
 import { watchRss, rssBytes } from './helpers/procfs.js'
@@ -17,6 +18,11 @@ import { until, within } from './helpers/wait.js'
 
 type Server = Awaited<ReturnType<typeof startServer>>
 const MiB = 1024 * 1024
+
+/** The TCP socket under a websocket client (socket.io-client 2.x: engine.io-client's transport over ws). */
+function tcpSocketOf (client: Client): Socket {
+  return (client.socket as unknown as { io: { engine: { transport: { ws: { _socket: Socket } } } } }).io.engine.transport.ws._socket
+}
 
 describe('dial handshake', () => {
   let server: Server
@@ -159,8 +165,8 @@ describe('stream forwarding', () => {
     assert.ok(late !== undefined)
     // nothing is delivered before the accept
     assert.equal(late.received, 0)
-    late?.accept()
-    const received = await within((late as Source).done, 'the stream')
+    late.accept()
+    const received = await within(late.done, 'the stream')
     assert.equal(received.sha256, sha256(chunks))
     assert.equal(received.end, true)
     b.client.emit(`${STREAM}error.${dialId}.listener`, true)
@@ -202,19 +208,19 @@ describe('stream forwarding', () => {
     const a = await open('v2')
     const b = await open('v4')
     const relays = await Promise.all([0, 1, 2].map(async () => await relay(a.client, a.address, b.client, b.address)))
-    await Promise.all(relays.map(async (r) => await r.dialerMaySend))
+    await Promise.all(relays.map(async (r) => { await r.dialerMaySend }))
     const payloads = relays.map((_r, i) => [...makeChunks(10 + i, 100 + i)])
     // end the middle one first, with its data
-    send(a.client, relays[1]!.forward, payloads[1]!)
-    send(b.client, relays[1]!.back, [])
-    const middle = await relays[1]!.atListener.done
-    assert.equal(middle.sha256, sha256(payloads[1]!))
-    await relays[1]!.atDialer.done
+    send(a.client, relays[1].forward, payloads[1])
+    send(b.client, relays[1].back, [])
+    const middle = await relays[1].atListener.done
+    assert.equal(middle.sha256, sha256(payloads[1]))
+    await relays[1].atDialer.done
     assert.equal(server.stats().relayedStreams, 4)
     for (const i of [0, 2]) {
-      send(a.client, relays[i]!.forward, payloads[i]!)
-      send(b.client, relays[i]!.back, [])
-      assert.equal((await relays[i]!.atListener.done).sha256, sha256(payloads[i]!))
+      send(a.client, relays[i].forward, payloads[i])
+      send(b.client, relays[i].back, [])
+      assert.equal((await relays[i].atListener.done).sha256, sha256(payloads[i]))
     }
     await relayIsEmpty(server)
   })
@@ -339,7 +345,7 @@ describe('backpressure', () => {
     await withPair({ relayHighWaterBytes: 64 * 1024 }, ['v2', 'v2'], async (server, a, b) => {
       const r = await relay(a.client, a.address, b.client, b.address)
       // the receiver stops reading altogether until the server has paused the sender
-      const tcp = (b.client.socket as any).io.engine.transport.ws._socket
+      const tcp = tcpSocketOf(b.client)
       tcp.pause()
       await r.dialerMaySend
       const chunks = [...makeChunks(512, 16 * 1024)]
@@ -414,7 +420,7 @@ describe('backpressure', () => {
       // the receiver reads one socket read (at most 64 KiB) every 5 ms, about
       // 10 MiB/s at best: its TCP socket stays paused in between, so its
       // kernel buffer stays small and the server must hold the sender back
-      const tcp = (b.client.socket as any).io.engine.transport.ws._socket
+      const tcp = tcpSocketOf(b.client)
       let throttling = true
       const onData = (): void => { if (throttling) tcp.pause() }
       tcp.on('data', onData)

@@ -12,6 +12,7 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
+import { inspect } from 'node:util'
 import pull from 'pull-stream'
 import { Cleanup } from './helpers/cleanup.js'
 import { connect } from './helpers/clients.js'
@@ -32,7 +33,10 @@ async function roundTrip (from: OldPeer, to: OldPeer): Promise<void> {
   const conn = await from.dial(to.address)
   const message = Buffer.from(`${from.id} to ${to.id}`)
   const echoed = await within(new Promise<Buffer[]>((resolve, reject) => {
-    pull(pull.values([message]), conn, pull.collect((err: unknown, chunks: Buffer[]) => { err !== null && err !== undefined ? reject(err) : resolve(chunks) }))
+    pull(pull.values([message]), conn, pull.collect((err, chunks) => {
+      if (err !== null && err !== undefined) reject(err instanceof Error ? err : new Error(inspect(err)))
+      else resolve(chunks)
+    }))
   }), `the echo from ${to.address} to ${from.address}`)
   assert.deepEqual(Buffer.concat(echoed), message)
   assert.equal(to.incoming.length, incoming + 1, `${to.address} was handed the connection`)
@@ -65,7 +69,7 @@ describe('every released old client comes back by itself to the CLI restarted on
         for (const peer of made) peer.onConnection((conn) => { pull(conn, conn) })
         newcomers.push(...made.slice(CLIENTS.length))
         for (const [i, client] of CLIENTS.entries()) {
-          const peer = made[i] as OldPeer
+          const peer = made[i]
           cleanup.add(async () => { await peer.close() })
           await peer.listen({ port })
           peers.set(client, peer)
@@ -135,7 +139,7 @@ describe('every released old client comes back by itself to the CLI restarted on
             }
 
             // a newcomer after them all: its join answer lists every one, and each hears of it
-            const newcomer = newcomers[round] as OldPeer
+            const newcomer = newcomers[round]
             each.add(async () => { await newcomer.close() })
             await newcomer.listen(cli)
             assert.deepEqual(new Set(newcomer.fromJoinAck), new Set([observerAddress, ...all.map(([, peer]) => peer.address)]))

@@ -41,7 +41,7 @@ interface Rejoining extends Peer {
 
 async function peer (url: string, address: string, transport: Transport, cleanup: Cleanup): Promise<Rejoining> {
   const client = await connect(url, 'v2', transport, { reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 500 })
-  cleanup.add(async () => { client.socket.disconnect() })
+  cleanup.add(() => { client.socket.disconnect(); return Promise.resolve() })
   const p: Rejoining = { client, address, reasons: [], connects: 1, joins: 0, heard: new Set(), forget: () => { p.heard.clear() } }
   const join = (): void => {
     client.socket.emit('ss-join', address, '', (err: unknown, _data: unknown, peers: unknown) => {
@@ -135,14 +135,14 @@ describe('rolling restart of three nodes behind the compose nginx', { skip: NO_R
       for (const i of [home, (home + 1) % 3, (home + 2) % 3]) {
         const before = peers.map((p) => p.reasons.length)
         const startedAt = Date.now()
-        const exit = await within((nodes[i] as CliServer).stop('SIGTERM'), `node ${i} to exit`)
+        const exit = await within(nodes[i].stop('SIGTERM'), `node ${i} to exit`)
         assert.equal(exit.code, 0, JSON.stringify(exit))
         if (i === home) {
           // the relay's node is gone: both ends were told it ended cleanly
           const ends = await within(Promise.all([r.atListener.done, r.atDialer.done]), 'the relayed streams to end')
           assert.deepEqual(ends.map((e) => e.end), [true, true])
         }
-        nodes[i] = await startCli(args(ports[i] as number))
+        nodes[i] = await startCli(args(ports[i]))
         await eventually(async () => allJoined(peers) && await total() === 6, (ok) => ok, `all 6 peers joined again after node ${i}'s restart`)
         const moved = peers.filter((p, j) => p.reasons.length > (before[j] ?? 0)).length
         t.diagnostic(`node ${i} restarted${i === home ? ' (it held the peers)' : ''}: ${moved} peers reconnected, all 6 joined again ${((Date.now() - startedAt) / 1000).toFixed(2)} s after the SIGTERM; per node ${(await Promise.all(ports.map(healthPeers))).join(', ')}`)
@@ -193,7 +193,7 @@ describe('--workers: a worker stopped or killed is replaced and its peers come b
       for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
         const pids = workers()
         const held = pids.map((pid) => tcpConnectionsOf(pid, cli.port).length)
-        const victim = pids[held.indexOf(Math.max(...held))] as number
+        const victim = pids[held.indexOf(Math.max(...held))]
         const before = peers.map((p) => p.reasons.length)
         const startedAt = Date.now()
         process.kill(victim, signal)

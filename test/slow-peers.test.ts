@@ -41,6 +41,9 @@ function longAddress (port: number): string {
 /** A client that only counts its announcements (keeping 10^5 strings of 1 KiB would weigh on the test process). */
 interface Counter { client: Client, heard: () => number, addresses: string[] }
 
+/** A socket.io-client 2.x socket over websocket, down to the ws WebSocket under its Engine.IO transport. */
+interface WebSocketClient { io: { engine: { transport: { ws: { bufferedAmount: number } } } } }
+
 async function counter (url: string, version: ClientVersion): Promise<Counter> {
   const client = await connect(url, version)
   client.socket.off('ws-peer')
@@ -113,14 +116,14 @@ describe('a peer that stops reading during a discovery storm', () => {
       // the peer to freeze (socket.io-client 2.x over websocket), with a relay into it
       const wsPeer = await spawnPeer(url, randomAddress(cli.port), 'v2', 'websocket')
       cleanup.add(wsPeer.kill)
-      const dialler = counters[0] as Counter
-      const relayed = await dialProcess(dialler.client, dialler.addresses[0] as string, wsPeer)
+      const dialler = counters[0]
+      const relayed = await dialProcess(dialler.client, dialler.addresses[0], wsPeer)
 
       // warm-up: every peer reads at full speed; the server's RSS reaches its working size
       const warm = watchRss(pid)
-      cleanup.add(async () => { warm.stop() })
+      cleanup.add(() => { warm.stop(); return Promise.resolve() })
       const warmTarget = counters.map((c) => c.heard() + 50_000)
-      await until(() => counters.every((c, i) => c.heard() >= (warmTarget[i] as number)), 'every peer heard 50,000 announcements')
+      await until(() => counters.every((c, i) => c.heard() >= warmTarget[i]), 'every peer heard 50,000 announcements')
       const start = await scrape(url)
       assert.equal(sampleOr(start, 'rendezvous_peers'), 65)
       assert.equal(sampleOr(start, 'rendezvous_connections_closed_total', { reason: UNSENT_REASON }), 0, 'nobody was disconnected while everyone reads')
@@ -128,7 +131,7 @@ describe('a peer that stops reading during a discovery storm', () => {
       const baseline = warm.stop()
 
       const watch = watchRss(pid)
-      cleanup.add(async () => { watch.stop() })
+      cleanup.add(() => { watch.stop(); return Promise.resolve() })
       // and a peer over polling, frozen as soon as it has joined: a polling
       // peer on a busy 2-core machine cannot be relied on to keep up with
       // this storm for long without passing the cap
@@ -150,7 +153,7 @@ describe('a peer that stops reading during a discovery storm', () => {
       await dropped(8_000)
       const settled = watch.stop()
       const whileDropping = watchRss(pid)
-      cleanup.add(async () => { whileDropping.stop() })
+      cleanup.add(() => { whileDropping.stop(); return Promise.resolve() })
       const dropTarget = 80_000
       const dropping = await dropped(dropTarget)
       const droppedMs = Date.now() - frozenAt
@@ -165,7 +168,7 @@ describe('a peer that stops reading during a discovery storm', () => {
       assert.ok(!listed.includes(pollingPeer.address), 'the disconnected polling peer\'s address is released')
 
       const after = watchRss(pid)
-      cleanup.add(async () => { after.stop() })
+      cleanup.add(() => { after.stop(); return Promise.resolve() })
       // relayed data is never dropped: held for the frozen peer up to the
       // relay's high-water mark (1 MiB, the default), it takes the peer's
       // unsent output past the cap (1 MiB here, 8 MiB by default), and the
@@ -184,8 +187,8 @@ describe('a peer that stops reading during a discovery storm', () => {
       assert.ok(!listedAfter.includes(wsPeer.address), 'the websocket peer\'s address is released')
 
       // every other peer kept hearing every address the whole time
-      const heardSince = counters.map((c, i) => c.heard() - (heardAtFreeze[i] as number))
-      await until(() => counters.every((c, i) => c.heard() - (heardAtFreeze[i] as number) >= 40_000), 'every other peer heard 40,000 more announcements')
+      const heardSince = counters.map((c, i) => c.heard() - heardAtFreeze[i])
+      await until(() => counters.every((c, i) => c.heard() - heardAtFreeze[i] >= 40_000), 'every other peer heard 40,000 more announcements')
       const peak = Math.max(settled, peakDropping, after.stop())
       process.stdout.write(`# storm: polling peer gone after ${pollingGoneMs} ms, ${dropTarget} dropped after ${droppedMs} ms, websocket peer gone after ${wsGoneMs} ms; ` +
         `heard since the freeze ${heardSince.join('/')}; server RSS: warm ${mib(baseline)}, once dropping ${mib(settled)}, ` +
@@ -247,16 +250,16 @@ describe('a relay into a peer that stops reading', () => {
           }
         }
         // what the sender has written that its TCP socket has not taken yet
-        const stuckAtSender = (): number => (sender.socket as any).io.engine.transport.ws.bufferedAmount as number
+        const stuckAtSender = (): number => (sender.socket as unknown as WebSocketClient).io.engine.transport.ws.bufferedAmount
 
         // mid-transfer: the receiver has read 16 MiB of 32 when it freezes
         const warm = nodes.map((node) => watchRss(node.proc.pid as number))
-        cleanup.add(async () => { for (const w of warm) w.stop() })
+        cleanup.add(() => { for (const w of warm) w.stop(); return Promise.resolve() })
         sendMiB(32)
         await receiver.next((e) => e.event === 'data' && (e.bytes as number) >= 16 * MiB, 'the receiver reads 16 MiB')
         const baselines = warm.map((w) => w.stop())
         const watches = nodes.map((node) => watchRss(node.proc.pid as number))
-        cleanup.add(async () => { for (const w of watches) w.stop() })
+        cleanup.add(() => { for (const w of watches) w.stop(); return Promise.resolve() })
         receiver.freeze()
         // the sender sends 32 MiB more: the servers must leave it with the sender
         sendMiB(32)
@@ -274,7 +277,7 @@ describe('a relay into a peer that stops reading', () => {
         }
         const paused = await untilScraped(senderNode, (m) => sampleOr(m, 'rendezvous_relay_paused_senders') === 1 && held(),
           'the sender\'s server pauses it, and what it sent after the freeze stays with it')
-        const growths = watches.map((w, i) => w.stop() - (baselines[i] as number))
+        const growths = watches.map((w, i) => w.stop() - baselines[i])
         process.stdout.write(`# relay ${where}: ${mib(sent)} sent, ${mib(stuckAtSender())} of it held at the sender while the receiver is frozen; ` +
           `server RSS growth ${growths.map(mib).join(' and ')}\n`)
         // across nodes the sender's node also copies each chunk into a Redis

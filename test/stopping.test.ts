@@ -32,7 +32,7 @@ interface Returning {
 
 async function returning (url: string, port: number, version: ClientVersion, transport: Transport, cleanup: Cleanup): Promise<Returning> {
   const client = await connect(url, version, transport, { reconnection: true, reconnectionDelay: 50, reconnectionDelayMax: 200 })
-  cleanup.add(async () => { client.socket.disconnect() })
+  cleanup.add(() => { client.socket.disconnect(); return Promise.resolve() })
   const identity = await libp2pIdentity('Ed25519')
   const reasons: string[] = []
   client.socket.on('disconnect', (reason: string) => { reasons.push(reason) })

@@ -74,8 +74,14 @@ describe('--workers: bad configuration exits 2 with one line naming it', () => {
 })
 
 describe('--workers=2 with a real Redis', { skip: NO_REDIS }, () => {
-  let redis: RedisProcess
-  let server: CliServer
+  let redis: RedisProcess | undefined
+  /** Set by `before`; undefined in `after` only if it failed. */
+  let started: CliServer | undefined
+  /** The CLI `before` started, for the tests (which run only once it has). */
+  const cli = (): CliServer => {
+    assert.ok(started !== undefined, 'the CLI started')
+    return started
+  }
   const clients: Client[] = []
   /** The two workers: the one the polling client went to, and the other. */
   let pollingWorker: number
@@ -86,26 +92,27 @@ describe('--workers=2 with a real Redis', { skip: NO_REDIS }, () => {
   const websocketAddress = randomAddress()
 
   const open = async (version: ClientVersion, transport: Transport): Promise<Client> => {
-    const client = await connect(server.uri, version, transport)
+    const client = await connect(cli().uri, version, transport)
     clients.push(client)
     return client
   }
   /** Established client connections `pid` holds on the server's port. */
-  const held = (pid: number): number => tcpConnectionsOf(pid, server.port).length
-  const workers = (): number[] => childrenOf(server.proc.pid ?? 0).sort((a, b) => a - b)
+  const held = (pid: number): number => tcpConnectionsOf(pid, cli().port).length
+  const workers = (): number[] => childrenOf(cli().proc.pid ?? 0).sort((a, b) => a - b)
   /** `/metrics` as served by the worker holding `client`'s session. */
   const metricsVia = async (client: Client): Promise<{ status: number, text: string }> => {
-    const res = await within(fetch(`${server.uri}/metrics?sid=${sessionOf(client)}`), '/metrics')
+    const res = await within(fetch(`${cli().uri}/metrics?sid=${sessionOf(client)}`), '/metrics')
     return { status: res.status, text: await res.text() }
   }
 
   before(async () => {
     redis = await startRedis()
-    server = await startCli(['--workers=2', `--redis=${redis.url}`, '--disableCryptoChallenge'], { DEBUG: process.env.WORKERS_TEST_DEBUG })
+    started = await startCli(['--workers=2', `--redis=${redis.url}`, '--disableCryptoChallenge'], { DEBUG: process.env.WORKERS_TEST_DEBUG })
   })
 
   after(async () => {
     await Promise.all(clients.map(async (client) => { await client.close() }))
+    const server = started
     if (server !== undefined) {
       const pids = workers()
       await server.stop('SIGKILL')
@@ -121,9 +128,9 @@ describe('--workers=2 with a real Redis', { skip: NO_REDIS }, () => {
   })
 
   it('prints its start line once both workers serve, and runs them as its children', () => {
-    const { stdout } = server.output()
+    const { stdout } = cli().output()
     assert.equal(stdout.match(/Listening on: /g)?.length, 1, stdout)
-    assert.match(stdout, new RegExp(`^Listening on: http://127\\.0\\.0\\.1:${server.port}$`, 'm'))
+    assert.match(stdout, new RegExp(`^Listening on: http://127\\.0\\.0\\.1:${cli().port}$`, 'm'))
     assert.equal(workers().length, 2)
   })
 
@@ -162,7 +169,7 @@ describe('--workers=2 with a real Redis', { skip: NO_REDIS }, () => {
   it('a request whose bytes arrive in two pieces is answered whole', async () => {
     const request = 'GET /health HTTP/1.1\r\nHost: rendezvous\r\nConnection: close\r\n\r\n'
     // the primary reads "GET " and hands the connection over; the rest is the worker's to read
-    for (let i = 0; i < 20; i++) assert.equal(await inTwoPieces(server.port, request, 4), 'HTTP/1.1 200 OK')
+    for (let i = 0; i < 20; i++) assert.equal(await inTwoPieces(cli().port, request, 4), 'HTTP/1.1 200 OK')
   })
 
   it('/metrics answers 500, not never, when a worker cannot answer for its figures', async () => {
@@ -188,15 +195,15 @@ describe('--workers=2 with a real Redis', { skip: NO_REDIS }, () => {
     await gone
     // at once if it had run for 10 s, else after a second; a loaded machine may take that long to get here
     const logged = new RegExp(`^rendezvous: worker ${victim} exited \\(signal SIGKILL\\), restarting it( in 1 s)?$`, 'm')
-    await until(() => logged.test(server.output().stderr), 'the restart is logged', 5000)
+    await until(() => logged.test(cli().output().stderr), 'the restart is logged', 5000)
     let replacement = 0
     await until(() => {
-      replacement = Number(new RegExp(`worker (\\d+) serves, in place of worker ${victim}\\n`).exec(server.output().stderr)?.[1] ?? 0)
+      replacement = Number(new RegExp(`worker (\\d+) serves, in place of worker ${victim}\\n`).exec(cli().output().stderr)?.[1] ?? 0)
       return replacement !== 0
     }, 'the new worker serves')
     assert.deepEqual(workers(), [otherWorker, replacement].sort((a, b) => a - b))
 
-    const health = await fetch(`${server.uri}/health`)
+    const health = await fetch(`${cli().uri}/health`)
     assert.equal(health.status, 200)
     await health.arrayBuffer()
 
@@ -220,13 +227,13 @@ describe('--workers=2 with a real Redis', { skip: NO_REDIS }, () => {
     const connected = clients.filter((client) => client.socket.connected)
     assert.ok(connected.length >= 2)
     const disconnected = Promise.all(connected.map(async (client) => await client.next('disconnect')))
-    const exit = await within(server.stop('SIGTERM'), 'the primary to exit')
+    const exit = await within(cli().stop('SIGTERM'), 'the primary to exit')
     assert.equal(exit.code, 0, JSON.stringify(exit))
     assert.equal(exit.signal, null)
     assert.match(exit.stdout, /^Received SIGTERM, stopping 2 workers/m)
     assert.match(exit.stdout, /^Rendezvous server stopped$/m)
     await disconnected
     for (const pid of pids) assert.equal(existsSync(`/proc/${pid}`), false, `worker ${pid} has exited`)
-    await canBind(server.port)
+    await canBind(cli().port)
   })
 })

@@ -17,13 +17,17 @@ export const CLIENT_KINDS: ReadonlyArray<{ version: ClientVersion, transport: Tr
   { version: 'v4', transport: 'polling' }
 ]
 
+/** A listener for any event: whatever it declares, the client calls it with what came. */
+type Listener = (...args: never[]) => void
+
+/** Methods, so that socket.io-client 4.x's `on`, whose listeners take `any`, fits. */
 interface AnySocket {
   id?: string
   connected: boolean
-  on: (event: string, listener: (...args: any[]) => void) => unknown
-  off: (event: string, listener?: (...args: any[]) => void) => unknown
-  emit: (event: string, ...args: any[]) => unknown
-  disconnect: () => unknown
+  on (event: string, listener: Listener): unknown
+  off (event: string, listener?: Listener): unknown
+  emit (event: string, ...args: unknown[]): unknown
+  disconnect (): unknown
 }
 
 export class Client {
@@ -46,7 +50,7 @@ export class Client {
   }
 
   /** Resolves with the arguments of the next `event` that satisfies `accept`. */
-  async next (event: string, accept: (...args: any[]) => boolean = () => true): Promise<unknown[]> {
+  async next (event: string, accept: (...args: unknown[]) => boolean = () => true): Promise<unknown[]> {
     let listener: ((...args: unknown[]) => void) | undefined
     try {
       return await within(new Promise<unknown[]>((resolve) => {
@@ -61,7 +65,7 @@ export class Client {
   /** Resolves once this client has been told about `address`. */
   async discovers (address: string): Promise<void> {
     if (this.peerEvents.includes(address)) return
-    await this.next('ws-peer', (a: string) => a === address)
+    await this.next('ws-peer', (a) => a === address)
   }
 
   async close (): Promise<void> {

@@ -10,6 +10,7 @@ import { createRequire } from 'node:module'
 import { after, afterEach, before } from 'node:test'
 import type WStar from 'libp2p-websocket-star'
 import multiaddr from 'multiaddr'
+import type PeerId from 'peer-id'
 import { addressOf, oldPeerId } from './keys.js'
 import { untilSample } from './metrics.js'
 import { startCli, type CliServer } from './server.js'
@@ -27,22 +28,14 @@ export const OLD_CLIENTS = {
 export type OldClient = keyof typeof OLD_CLIENTS
 
 /** An incoming connection from the client: a pull-stream duplex (`interface-connection`). */
-export type OldConnection = any
+export type OldConnection = WStar.Connection
 
-/** What the client's `Listener` offers; it is untyped CommonJS. */
-interface OldListener {
-  /** Its socket.io-client 2.x socket, while connected or reconnecting. */
-  io?: unknown
-  on: (event: string, listener: (...args: any[]) => void) => unknown
-  listen: (ma: unknown, callback: (err?: Error) => void) => void
-  close: (callback: (err?: Error) => void) => void
-  /** Disconnects from the server at once (the client's own, private, teardown). */
-  _down: () => void
-}
+/** The client's `Listener` (declared in test/types.d.ts): an EventEmitter with its socket as `io`. */
+type OldListener = WStar.Listener
 
 export interface OldPeerOptions {
   /** A `peer-id@0.12` PeerId; a new RSA-2048 one when absent. */
-  peerId?: any
+  peerId?: PeerId.WithKeys
   /** The client's flag to join servers that do not run the crypto challenge. */
   allowJoinWithDisabledChallenge?: boolean
   /** Which released line (default 0.10.2). */
@@ -53,7 +46,7 @@ export interface OldPeerOptions {
 
 export interface OldPeer {
   /** The `peer-id@0.12` PeerId the transport signs with. */
-  peerId: any
+  peerId: PeerId.WithKeys
   /** Its base58 id. */
   id: string
   /** The transport: `ws.dial(multiaddr(address), cb)` dials through the listener's server. */
@@ -64,7 +57,7 @@ export interface OldPeer {
   /** Addresses from every discovery `peer` event, in order; join ack and `ws-peer` alike. */
   discovered: string[]
   /** The PeerInfo objects themselves, in the same order. */
-  peerInfos: any[]
+  peerInfos: WStar.PeerInfo[]
   /** Addresses the join ack listed: the `peer` events between `listening` and listen's callback. */
   fromJoinAck: string[]
   /** Lifecycle events of the listener, in order: `listening`, `error`, `close`. */
@@ -114,7 +107,7 @@ export async function oldPeer (options: OldPeerOptions = {}): Promise<OldPeer> {
   const servers = client === 'multi 0.4.4' ? [addressOf('', options.port).replace(/\/ipfs\/$/, '')] : undefined
   const ws = new Transport({ id: peerId, allowJoinWithDisabledChallenge: options.allowJoinWithDisabledChallenge, ...(servers !== undefined ? { servers } : {}) })
   const discovered: string[] = []
-  const peerInfos: any[] = []
+  const peerInfos: WStar.PeerInfo[] = []
   const fromJoinAck: string[] = []
   const events: string[] = []
   const errors: Error[] = []
@@ -123,25 +116,25 @@ export async function oldPeer (options: OldPeerOptions = {}): Promise<OldPeer> {
   let handler: (conn: OldConnection) => void = () => {}
   let inJoinAck = false
 
-  ws.discovery.on('peer', (peerInfo: any) => {
-    const address: string = peerInfo.multiaddrs.toArray()[0].toString()
+  ws.discovery.on('peer', (peerInfo: WStar.PeerInfo) => {
+    const address = peerInfo.multiaddrs.toArray()[0].toString()
     discovered.push(address)
     peerInfos.push(peerInfo)
     if (inJoinAck) fromJoinAck.push(address)
     for (const wake of waiters) wake()
   })
-  const listener: OldListener = ws.createListener((conn: OldConnection) => {
+  const listener = ws.createListener((conn) => {
     incoming.push(conn)
     handler(conn)
   })
   // the multi client's listener wraps one listener of the client per server
   const inner = (): OldListener[] => servers !== undefined ? Object.values((listener as OldListener & { servers: Record<string, OldListener> }).servers) : [listener]
   const down = (): void => { for (const l of inner()) if (l.io !== undefined) l._down() }
-  const watched = new WeakSet<object>()
+  const watched = new WeakSet()
   /** Records what becomes of the listener's connection(s) once listening. */
   const watch = (): void => {
     for (const l of inner()) {
-      const io = l.io as { on: (event: string, listener: (...args: any[]) => void) => unknown } | undefined
+      const io = l.io
       if (io === undefined || watched.has(io)) continue
       watched.add(io)
       io.on('disconnect', (reason: string) => { peer.disconnects.push(reason) })
@@ -177,7 +170,7 @@ export async function oldPeer (options: OldPeerOptions = {}): Promise<OldPeer> {
       peer.address = address ?? addressOf(peer.id, portOf(server))
       try {
         await within(new Promise<void>((resolve, reject) => {
-          listener.listen(multiaddr(peer.address), (err?: Error) => {
+          listener.listen(multiaddr(peer.address), (err) => {
             inJoinAck = false
             if (err !== undefined && err !== null) reject(err)
             else resolve()
@@ -203,11 +196,11 @@ export async function oldPeer (options: OldPeerOptions = {}): Promise<OldPeer> {
       }
     },
     dial: async (address) => await within(new Promise<OldConnection>((resolve, reject) => {
-      ws.dial(multiaddr(address), (err, conn) => { err !== null && err !== undefined ? reject(err) : resolve(conn) })
+      ws.dial(multiaddr(address), (err, conn) => { if (err === null) resolve(conn); else reject(err) })
     }), `dial from ${peer.address} to ${address}`),
     close: async () => {
       await new Promise<void>((resolve, reject) => {
-        listener.close((err?: Error) => { err !== undefined && err !== null ? reject(err) : resolve() })
+        listener.close((err) => { if (err !== undefined && err !== null) reject(err); else resolve() })
       })
       down()
     }

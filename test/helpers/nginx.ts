@@ -103,13 +103,14 @@ export async function startNginx (nodePorts: number[]): Promise<NginxProcess> {
   proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
   proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
   const exited = new Promise<void>((resolve) => { proc.once('close', () => { resolve() }) })
-  let done = false
-  void exited.then(() => { done = true })
+  // an object, so that the loops below read what the callback wrote
+  const nginx = { exited: false }
+  void exited.then(() => { nginx.exited = true })
   const errorLog = (): string => { try { return readFileSync(join(dir, 'error.log'), 'utf8') } catch { return '' } }
 
   const stop = async (): Promise<void> => {
     for (const [signal, waitMs] of [['SIGQUIT', 3000], ['SIGTERM', 2000], ['SIGKILL', PATIENCE_MS]] as const) {
-      if (done) break
+      if (nginx.exited) break
       proc.kill(signal)
       await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, waitMs))])
     }
@@ -118,7 +119,7 @@ export async function startNginx (nodePorts: number[]): Promise<NginxProcess> {
 
   const deadline = Date.now() + PATIENCE_MS
   while (!(await accepts(port))) {
-    if (done || Date.now() > deadline) {
+    if (nginx.exited || Date.now() > deadline) {
       const log = errorLog()
       await stop()
       throw new Error(`nginx did not listen on ${port}: ${output}\n${log}\n${config}`)

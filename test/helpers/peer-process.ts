@@ -38,8 +38,8 @@ export async function spawnPeer (url: string, address: string, version: ClientVe
   const waiters = new Set<() => void>()
   let stderr = ''
   let pending = ''
-  proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-  proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+  proc.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+  proc.stdout.setEncoding('utf8').on('data', (chunk: string) => {
     pending += chunk
     const lines = pending.split('\n')
     pending = lines.pop() ?? ''

@@ -74,7 +74,8 @@ export function tcpConnectionsOf (pid: number, port: number): string[] {
       const fields = line.trim().split(/\s+/)
       const [, local, remote, state] = fields
       // 01: ESTABLISHED
-      if (state === '01' && local?.endsWith(`:${localPort}`) === true && inodes.has(fields[9] ?? '') && remote !== undefined) remotes.push(remote)
+      // (a line with a state has its local and remote address before it)
+      if (state === '01' && local.endsWith(`:${localPort}`) && inodes.has(fields[9] ?? '')) remotes.push(remote)
     }
   }
   return remotes

@@ -39,7 +39,7 @@ export async function startProxy (backends: number[]): Promise<TcpProxy> {
     if (tries === 0) { done(undefined); return }
     const index = next
     next = (next + 1) % backends.length
-    const backend = createConnection({ port: backends[index] as number, host: '127.0.0.1' })
+    const backend = createConnection({ port: backends[index], host: '127.0.0.1' })
     track(backend)
     const refused = (): void => { backend.destroy(); connectBackend(tries - 1, done) }
     backend.once('error', refused)

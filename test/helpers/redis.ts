@@ -103,8 +103,8 @@ async function run (port: number, appendLog: (text: string) => void): Promise<{ 
       appendLog(chunk)
       if (output.includes(READY_LINE)) resolve()
     }
-    proc.stdout?.setEncoding('utf8').on('data', onOutput)
-    proc.stderr?.setEncoding('utf8').on('data', onOutput)
+    proc.stdout.setEncoding('utf8').on('data', onOutput)
+    proc.stderr.setEncoding('utf8').on('data', onOutput)
     proc.once('error', reject)
     void exited.then(() => { reject(new Error(`redis-server on port ${port} exited before it was ready:\n${output}`)) })
   })
@@ -208,7 +208,7 @@ async function command (port: number, args: string[]): Promise<string> {
         const length = replyLength(received)
         if (length !== undefined) resolve(received.toString('utf8', 0, length))
       } catch (err) {
-        reject(err)
+        reject(err instanceof Error ? err : new Error(String(err)))
       }
     })
     socket.once('error', reject)

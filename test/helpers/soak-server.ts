@@ -62,7 +62,7 @@ const send = process.send.bind(process)
 let socketsMade = 0
 let socketsCollected = 0
 const collected = new FinalizationRegistry<undefined>(() => { socketsCollected++ })
-const counted = new WeakSet<object>()
+const counted = new WeakSet()
 const proto = Socket.prototype as unknown as { on: (this: object, ...args: unknown[]) => unknown }
 const on = proto.on
 proto.on = function (this: object, ...args: unknown[]) {

@@ -175,8 +175,7 @@ interface Side {
 }
 
 function takeIdentity (side: Side): Identity {
-  const identity = side.identities[side.nextIdentity++ % side.identities.length]
-  return identity as Identity
+  return side.identities[side.nextIdentity++ % side.identities.length]
 }
 
 interface Joined { address: string, signature: string | undefined }
@@ -261,7 +260,7 @@ function settled<T> (promise: Promise<T>): Promise<T> {
 
 /** A dialer and a listener of the first two kinds, connected. */
 async function openPair (side: Side, kinds: Kind[]): Promise<[Peer, Peer]> {
-  return await Promise.all([Peer.open(side, kinds[0] as Kind), Peer.open(side, kinds[1] as Kind)])
+  return await Promise.all([Peer.open(side, kinds[0]), Peer.open(side, kinds[1])])
 }
 
 /** A dialer and a listener of the first two kinds, connected and joined. */
@@ -354,7 +353,7 @@ const unanswered: Scenario = async (side, kinds) => {
   await incoming
   await l.exit('cut')
   const [error] = await answer
-  const polls = (kinds[1] as Kind).transport === 'polling'
+  const polls = kinds[1].transport === 'polling'
   assert.ok(error === ERRORS.PEER_NOT_FOUND || (polls && error === ERRORS.DIAL_TIMEOUT), `dial to a vanished ${polls ? 'polling ' : ''}listener answered ${String(error)}`)
   await d.exit('polite')
   return 0
@@ -393,7 +392,7 @@ const takeover: Scenario = async (side, kinds) => {
 
 /** Leaves crypto challenges unanswered (or, without the challenge, sends nonsense) and goes. */
 const pending: Scenario = async (side, kinds, cycle) => {
-  const p = await Peer.open(side, kinds[0] as Kind)
+  const p = await Peer.open(side, kinds[0])
   if (side.challenge) {
     for (const identity of [takeIdentity(side), takeIdentity(side)]) {
       const [err, nonce] = await p.client.request('ss-join', addressOf(identity.id), identity.publicKeyHex)
@@ -432,9 +431,9 @@ async function cycleOn (side: Side, count: number, cycle: number): Promise<numbe
   const runs: Array<Promise<number>> = []
   let used = 0
   for (let u = cycle; used < count; u++) {
-    let unit = UNITS[u % UNITS.length] as typeof UNITS[number]
-    if (unit.peers > count - used) unit = UNITS[3] as typeof UNITS[number]
-    const kinds = Array.from({ length: unit.peers }, (_, i) => KINDS[(used + i + cycle) % KINDS.length] as Kind)
+    let unit = UNITS[u % UNITS.length]
+    if (unit.peers > count - used) unit = UNITS[3]
+    const kinds = Array.from({ length: unit.peers }, (_, i) => KINDS[(used + i + cycle) % KINDS.length])
     runs.push(unit.run(side, kinds, cycle).catch((err: unknown) => {
       throw new Error(`cycle ${cycle}, ${side.challenge ? 'challenge' : 'no challenge'}, ${unit.name}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
     }))
@@ -539,10 +538,10 @@ export function describeResult (r: SoakResult): string[] {
 /** Connects and joins the two resident peers: they stay through every cycle and never answer a dial. */
 async function residentsJoin (sides: Side[], identities: Identity[]): Promise<Peer[]> {
   return await Promise.all(sides.map(async (side, i) => {
-    const kind = i === 0 ? KINDS[0] as Kind : KINDS[3] as Kind
+    const kind = i === 0 ? KINDS[0] : KINDS[3]
     const peer = await Peer.open(side, kind)
     if (side.challenge) {
-      const id = identities[i] as Identity
+      const id = identities[i]
       const address = addressOf(id.id)
       assert.equal((await joinWithChallenge(peer.client, address, id)).answer[0], null)
       side.resident = address
@@ -572,13 +571,13 @@ export async function soak (options: SoakOptions): Promise<SoakResult> {
   try {
     const perSide = [Math.ceil(clients / 2), Math.floor(clients / 2)]
     // two identities per peer at most per cycle, and the residents'
-    const pool = await Promise.all(Array.from({ length: 2 * (perSide[0] as number) + 4 }, async () => await libp2pIdentity('Ed25519')))
+    const pool = await Promise.all(Array.from({ length: 2 * perSide[0] + 4 }, async () => await libp2pIdentity('Ed25519')))
     const residentIds = pool.splice(0, 2)
     const sides: Side[] = servers.urls.map((url, i) => ({ url, challenge: i === 0, resident: '', identities: pool, nextIdentity: 0 }))
     let relayedBytes = 0
     /** Runs a cycle and resolves once the server has seen every one of its peers go (the residents stay). */
     const runCycle = async (cycle: number, residents: Peer[]): Promise<SoakReport> => {
-      const bytes = await Promise.all(sides.map(async (side, i) => await cycleOn(side, perSide[i] as number, cycle)))
+      const bytes = await Promise.all(sides.map(async (side, i) => await cycleOn(side, perSide[i], cycle)))
       relayedBytes += bytes.reduce((a, b) => a + b, 0)
       for (const p of residents) p.client.peerEvents.length = 0
       const gone = await waitUntil(async () => await servers.report(), (r) => r.stats.every((s) => s.connections === 1), `cycle ${cycle}'s peers are gone`, (r) => JSON.stringify(r.stats.map(tablesOf)))
@@ -601,7 +600,8 @@ export async function soak (options: SoakOptions): Promise<SoakResult> {
     residents = []
     await allGone('every table is empty after the warm-up')
     // the handles of an idle server: its listening sockets and the IPC channel
-    const { Immediate: _immediates, ...resourcesStart } = (await servers.report()).resources
+    const resourcesStart = { ...(await servers.report()).resources }
+    delete resourcesStart.Immediate
     const emptyStart = await servers.gc()
     if (options.snapshots !== undefined) await servers.snapshot(join(options.snapshots, 'soak-start.heapsnapshot'))
     log(`warm: heap ${mib(emptyStart.heapUsedBytes)} MiB after gc, ${JSON.stringify(resourcesStart)}`)
@@ -622,8 +622,8 @@ export async function soak (options: SoakOptions): Promise<SoakResult> {
 
     log('checking the tables and the heap with the residents connected')
     // with the residents still connected: their tables as before the cycles, and the heap too
-    const settled = await waitUntil(async () => await servers.report(), (r) => r.stats.every((s, i) => differences(residentTables[i] as Record<string, number>, tablesOf(s)).length === 0),
-      'the tables are as they were with only the residents', (r) => r.stats.map((s, i) => differences(residentTables[i] as Record<string, number>, tablesOf(s)).join(', ')).join(' | '))
+    const settled = await waitUntil(async () => await servers.report(), (r) => r.stats.every((s, i) => differences(residentTables[i], tablesOf(s)).length === 0),
+      'the tables are as they were with only the residents', (r) => r.stats.map((s, i) => differences(residentTables[i], tablesOf(s)).join(', ')).join(' | '))
     if (!settled.ok) failures.push(settled.why)
     const residentSockets = await waitUntil(async () => await servers.gc(), (r) => r.liveSockets === residents.length,
       'the sockets of every departed peer are garbage-collected', (r) => `${r.liveSockets} live, ${residents.length} connected`)
