@@ -68,7 +68,8 @@ async function primary (count: number, options: Options): Promise<Running> {
   }
 }
 
-async function main (): Promise<void> {
+/** Flags and environment, as the user gave them, checked: bad ones exit 2 naming the flag or variable. */
+async function commandLine (): Promise<ReturnType<typeof optionsFromCommandLine>> {
   const args = hideBin(process.argv)
   let cli = yargs(args)
     .scriptName('rendezvous')
@@ -97,22 +98,16 @@ async function main (): Promise<void> {
     const written = args.filter((arg) => arg.startsWith(prefix)).pop()
     if (written !== undefined) argv[spec.flag] = written.slice(prefix.length)
   }
-
-  let given: ReturnType<typeof optionsFromCommandLine>
   try {
-    given = optionsFromCommandLine(argv, process.env)
+    return optionsFromCommandLine(argv, process.env)
   } catch (err) {
     if (err instanceof OptionError) die(err.message)
     throw err
   }
-  const { options, names } = given
-  const { workers } = given.command
+}
 
-  // a worker of --workers: same command line, same options; the primary prints and handles signals
-  if (nodeCluster.isWorker) {
-    await runWorker(options)
-    return
-  }
+/** Starts one server or the primary of `--workers`; what cannot start exits 2 naming the option. */
+async function run (options: Options, names: Map<string, string>, workers: number | undefined): Promise<Running> {
   if (workers !== undefined) {
     const name = names.get('workers') ?? '--workers'
     if (options.redis === undefined) die(`${name}: needs --redis (or REDIS_URL): the workers share their peers through Redis`)
@@ -120,10 +115,8 @@ async function main (): Promise<void> {
       die(`${name}: cannot serve TLS (--key, --cert, --pfx): the primary reads each plain HTTP request to route it; terminate TLS at a proxy in front`)
     }
   }
-
-  let server: Running
   try {
-    server = workers !== undefined ? await primary(workers, options) : await single(options)
+    return workers !== undefined ? await primary(workers, options) : await single(options)
   } catch (err) {
     if (err instanceof OptionError) {
       // start() names options by key: say it as the user wrote it
@@ -136,11 +129,10 @@ async function main (): Promise<void> {
     }
     throw err
   }
-  if (options.cryptoChallenge === false) {
-    process.stderr.write('rendezvous: warning: the crypto challenge is disabled, joins are not authenticated\n')
-  }
-  process.stdout.write(`Listening on: ${server.uri}\n`)
+}
 
+/** SIGINT and SIGTERM drain the server, a second one exits at once. */
+function onSignals (server: Running): void {
   let signalled = false
   const shutdown = (signal: NodeJS.Signals): void => {
     if (signalled) {
@@ -161,6 +153,21 @@ async function main (): Promise<void> {
   }
   process.on('SIGINT', shutdown)
   process.on('SIGTERM', shutdown)
+}
+
+async function main (): Promise<void> {
+  const { options, names, command } = await commandLine()
+  // a worker of --workers: same command line, same options; the primary prints and handles signals
+  if (nodeCluster.isWorker) {
+    await runWorker(options)
+    return
+  }
+  const server = await run(options, names, command.workers)
+  if (options.cryptoChallenge === false) {
+    process.stderr.write('rendezvous: warning: the crypto challenge is disabled, joins are not authenticated\n')
+  }
+  process.stdout.write(`Listening on: ${server.uri}\n`)
+  onSignals(server)
 }
 
 main().catch((err: unknown) => {
