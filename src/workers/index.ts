@@ -23,6 +23,7 @@ export async function runWorkers (count: number, options: Options): Promise<Work
   return {
     info: primary.info,
     shutdown: async () => await primary.shutdown(),
-    kill: () => { primary.kill() }
+    kill: () => { primary.kill() },
+    reload: () => { primary.reload() }
   }
 }

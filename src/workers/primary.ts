@@ -37,6 +37,8 @@ export interface Workers {
   shutdown: () => Promise<number>
   /** Kills every worker at once (a second signal). */
   kill: () => void
+  /** SIGHUP to every worker. */
+  reload: () => void
 }
 
 /** One worker's place: the worker in it now, and its restart history. */
@@ -119,6 +121,11 @@ export class Primary {
     if (this.slots.some((slot) => slot.worker !== undefined)) await exitedAll
     this.release()
     return this.failedToStop ? 1 : 0
+  }
+
+  /** SIGHUP: every worker reloads its files. */
+  reload (): void {
+    for (const slot of this.slots) slot.worker?.process.kill('SIGHUP')
   }
 
   kill (): void {

@@ -65,6 +65,7 @@ export async function runWorker (options: Options): Promise<RendezvousServer> {
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', ignore)
+  process.on('SIGHUP', () => { state.server?.reload().catch((err: unknown) => { process.stderr.write(`rendezvous: worker ${process.pid}: reload failed: ${String(err)}\n`) }) })
   process.on('disconnect', stop)
 
   const server = await start({ ...options, port: Number(process.env[PORT_ENV]) }, CLI_DEFAULTS, {
