@@ -13,18 +13,12 @@
  *   (`max_fails=0`).
  */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
-import { rm } from 'node:fs/promises'
-import { createConnection } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { after, before, describe, it, type TestContext } from 'node:test'
 import ioV2 from 'socket.io-client-v2'
 import { Cleanup } from './helpers/cleanup.js'
 import { connect } from './helpers/clients.js'
 import { randomAddress } from './helpers/keys.js'
-import { composeNginxConfig, NGINX_EXECUTABLE, NO_NGINX } from './helpers/nginx.js'
+import { composeNginxConfig, NO_NGINX, startNginx, type NginxProcess } from './helpers/nginx.js'
 import { freePort } from './helpers/ports.js'
 import { childrenOf, tcpConnectionsOf } from './helpers/procfs.js'
 import { NO_REDIS, startRedis, type RedisProcess } from './helpers/redis.js'
@@ -179,42 +173,10 @@ describe('--workers=2: workers that die or drain are replaced without stranding 
 })
 
 /** nginx with docker-compose.yml's configuration (its `server` lines' parameters kept) in front of `nodePorts`. */
-async function startComposeNginx (nodePorts: number[], cleanup: Cleanup): Promise<{ url: string, config: string, errorLog: () => string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'rendezvous-nginx-'))
-  cleanup.add(async () => { await rm(dir, { recursive: true, force: true }) })
-  const port = await freePort()
-  let block = composeNginxConfig()
-  const upstreams = [...block.matchAll(/server rendezvous-(\d+):9090([^;]*);/g)]
-  assert.equal(upstreams.length, nodePorts.length, block)
-  for (const [line, n, parameters] of upstreams) block = block.replace(line, `server 127.0.0.1:${String(nodePorts[Number(n) - 1])}${parameters};`)
-  block = block.replace('listen 9090;', `listen 127.0.0.1:${port};`)
-  for (const sub of ['body', 'proxy', 'fcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, sub))
-  const config = [
-    ...(process.getuid?.() === 0 ? ['user root;'] : []),
-    'daemon off;', 'master_process on;', 'worker_processes 1;', `pid ${dir}/nginx.pid;`, `error_log ${dir}/error.log warn;`, 'events {}',
-    'http {', '  access_log off;',
-    `  client_body_temp_path ${dir}/body;`, `  proxy_temp_path ${dir}/proxy;`, `  fastcgi_temp_path ${dir}/fcgi;`, `  uwsgi_temp_path ${dir}/uwsgi;`, `  scgi_temp_path ${dir}/scgi;`,
-    block, '}', ''
-  ].join('\n')
-  writeFileSync(join(dir, 'nginx.conf'), config)
-  const proc = spawn(NGINX_EXECUTABLE ?? 'nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' })
-  const exited = new Promise<void>((resolve) => { proc.once('close', () => { resolve() }) })
-  cleanup.add(async () => {
-    proc.kill('SIGKILL')
-    await exited
-  })
-  const errorLog = (): string => { try { return readFileSync(join(dir, 'error.log'), 'utf8') } catch { return '' } }
-  const accepts = async (): Promise<boolean> => await new Promise<boolean>((resolve) => {
-    const socket = createConnection({ port, host: '127.0.0.1' })
-    socket.once('connect', () => { socket.destroy(); resolve(true) })
-    socket.once('error', () => { socket.destroy(); resolve(false) })
-  })
-  const deadline = Date.now() + 10_000
-  while (!(await accepts())) {
-    if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`nginx did not listen: ${errorLog()}\n${config}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-  return { url: `http://127.0.0.1:${port}`, config, errorLog }
+async function startComposeNginx (nodePorts: number[], cleanup: Cleanup): Promise<NginxProcess> {
+  const nginx = await startNginx(nodePorts)
+  cleanup.add(nginx.stop)
+  return nginx
 }
 
 describe('docker-compose.yml nginx: every node stays in the upstream through rolling restarts', { skip: NO_REDIS !== false ? NO_REDIS : NO_NGINX }, () => {

@@ -52,6 +52,8 @@ export interface NginxProcess {
   dir: string
   /** The configuration file it runs. */
   config: string
+  /** Its error log so far (level warn and above: nginx's notes on upstreams it took out). */
+  errorLog: () => string
   /** SIGQUIT (graceful), then SIGTERM, then SIGKILL if it lingers; waits for the exit. Safe to call twice. */
   stop: () => Promise<void>
 }
@@ -83,7 +85,7 @@ export async function startNginx (nodePorts: number[]): Promise<NginxProcess> {
     'master_process on;',
     'worker_processes 1;',
     `pid ${dir}/nginx.pid;`,
-    `error_log ${dir}/error.log;`,
+    `error_log ${dir}/error.log warn;`,
     'events {}',
     'http {',
     '  access_log off;',
@@ -126,5 +128,5 @@ export async function startNginx (nodePorts: number[]): Promise<NginxProcess> {
     }
     await new Promise((resolve) => setTimeout(resolve, 20))
   }
-  return { port, url: `http://127.0.0.1:${port}`, dir, config, stop }
+  return { port, url: `http://127.0.0.1:${port}`, dir, config, errorLog, stop }
 }
