@@ -17,6 +17,9 @@
  * - Closing connections at the transport level (`terminate`, `closeTransports`)
  *   and the engine's own connection list and events (`engineConnections`,
  *   `onEngineConnection`).
+ * - The client's address of each connection (`ClientAddresses`): the TCP
+ *   peer's, or with `--trustProxy` the one trusted proxies forwarded, read
+ *   once from the handshake request.
  * - `--workers`: what @socket.io/sticky and Node's `node:cluster` do not
  *   offer for handing connections to workers (`handOverUnread`,
  *   `closeUntaken`, `holdBack`).
@@ -25,6 +28,7 @@ import { EventEmitter } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Worker } from 'node:cluster'
 import { Socket } from 'node:net'
+import proxyaddr from 'proxy-addr'
 import * as ws from 'ws'
 import { HEARTBEAT_HOLD_MS } from './constants.js'
 import type { PeerSocket, SocketServer } from './protocol.js'
@@ -52,7 +56,8 @@ interface RawWebSocket {
 interface EngineSocket extends EventEmitter {
   transport: Transport
   readyState: string
-  remoteAddress: string
+  /** The handshake request. */
+  request: IncomingMessage
   /** Closes the connection when the peer's heartbeat is late. */
   pingTimeoutTimer?: NodeJS.Timeout | null
   /** Packets Engine.IO holds until the transport can take them. */
@@ -258,13 +263,51 @@ function engineConnections (io: SocketServer): EngineSocket[] {
 }
 
 /**
- * Calls `opened` with the remote address of every Engine.IO connection as it
- * starts (before Socket.IO sees it, so that a handshake can be refused on its
- * count), and `closed` with the same address when it ends.
+ * The client's address of each connection: the TCP peer's, or, when the
+ * peer is a trusted proxy, the one it forwarded in `X-Forwarded-For`
+ * (proxy-addr reads the header from the right, hop by hop, and stops at the
+ * first address not trusted, so a client cannot prepend its way past a
+ * limit). Read from the handshake request once: the refusal of a handshake
+ * and the connection it opens share it.
  */
-export function onEngineConnection (io: SocketServer, opened: (remoteAddress: string) => void, closed: (remoteAddress: string) => void): void {
+export class ClientAddresses {
+  private readonly trust: (address: string, hop: number) => boolean
+  private readonly known = new WeakMap<IncomingMessage, string>()
+
+  /** @param trustProxy hops to trust, or proxies' addresses and CIDRs (comma-separated); none when undefined */
+  constructor (trustProxy: number | string | undefined) {
+    this.trust = trustProxy === undefined
+      ? () => false
+      : typeof trustProxy === 'number'
+        ? (_address, hop) => hop < trustProxy
+        : proxyaddr.compile(trustProxy.split(',').map((s) => s.trim()))
+  }
+
+  /** The client's address for a handshake (or any) request. */
+  of (req: IncomingMessage): string {
+    let address = this.known.get(req)
+    if (address === undefined) {
+      // a socket already destroyed has no address
+      address = req.socket.remoteAddress === undefined ? '' : proxyaddr(req, this.trust)
+      this.known.set(req, address)
+    }
+    return address
+  }
+
+  /** The client's address of a Socket.IO connection, from its Engine.IO handshake. */
+  ofSocket (socket: PeerSocket): string {
+    return this.of(engineOf(socket).request)
+  }
+}
+
+/**
+ * Calls `opened` with the client's address of every Engine.IO connection as
+ * it starts (before Socket.IO sees it, so that a handshake can be refused on
+ * its count), and `closed` with the same address when it ends.
+ */
+export function onEngineConnection (io: SocketServer, addresses: ClientAddresses, opened: (address: string) => void, closed: (address: string) => void): void {
   io.engine.on('connection', (conn: EngineSocket) => {
-    const ip = conn.remoteAddress
+    const ip = addresses.of(conn.request)
     opened(ip)
     conn.once('close', () => { closed(ip) })
   })

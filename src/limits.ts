@@ -8,7 +8,7 @@
 import type { IncomingMessage } from 'node:http'
 import debug from 'debug'
 import { LIMITS_SWEEP_MS } from './constants.js'
-import { onEngineConnection, terminate, unsentBytes } from './engine.js'
+import { onEngineConnection, terminate, unsentBytes, type ClientAddresses } from './engine.js'
 import { ERRORS, type PeerSocket, type SocketServer } from './protocol.js'
 import type { Registry } from './registry.js'
 
@@ -54,10 +54,11 @@ export class Limits {
     private readonly config: LimitsConfig,
     io: SocketServer,
     private readonly registry: Registry<PeerSocket>,
+    private readonly clientAddresses: ClientAddresses,
     private readonly onClosed: (reason: CloseReason) => void = () => {}
   ) {
     // count Engine.IO connections from their start, so a handshake can be refused before Socket.IO sees it
-    onEngineConnection(io, (ip) => {
+    onEngineConnection(io, clientAddresses, (ip) => {
       this.byIP.set(ip, (this.byIP.get(ip) ?? 0) + 1)
     }, (ip) => {
       const left = (this.byIP.get(ip) ?? 1) - 1
@@ -85,7 +86,7 @@ export class Limits {
   /** Why a new connection from `req` is refused, if it is. */
   refusal (req: IncomingMessage): string | undefined {
     if (this.config.maxConnectionsPerIP === 0) return undefined
-    const ip = req.socket.remoteAddress ?? ''
+    const ip = this.clientAddresses.of(req)
     return (this.byIP.get(ip) ?? 0) >= this.config.maxConnectionsPerIP ? ERRORS.TOO_MANY_CONNECTIONS : undefined
   }
 

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import proxyaddr from 'proxy-addr'
 import { createSecureContext } from 'node:tls'
 import { MiB, minute, second } from './constants.js'
 
@@ -16,6 +17,10 @@ interface KindValues {
   /** A file path or the PEM itself; `start()` also takes the bytes. */
   'tls-file': string | Buffer
   boolean: boolean
+  /** Hops to trust (a count), or the proxies' addresses and CIDRs, as Express's `trust proxy` takes them. */
+  'proxy-trust': number | string
+  /** Origins (`scheme://host[:port]`); the command and variable take them comma-separated. */
+  origins: readonly string[]
 }
 
 export type OptionKind = keyof KindValues
@@ -91,6 +96,11 @@ const TABLE = [
   { key: 'pingIntervalMS', flag: 'pingIntervalMS', env: 'PING_INTERVAL_MS', kind: 'ms', library: 25 * second, describe: 'heartbeat interval, in ms' },
   { key: 'pingTimeoutMS', flag: 'pingTimeoutMS', env: 'PING_TIMEOUT_MS', kind: 'ms', library: 20 * second, describe: 'a peer silent for the interval plus this is gone, in ms' },
   { key: 'shutdownGracePeriodMS', flag: 'shutdownGracePeriodMS', env: 'SHUTDOWN_GRACE_PERIOD_MS', kind: 'limit-ms', library: 10 * second, describe: 'on SIGTERM/SIGINT, how long relayed streams may go on before they are ended, in ms' },
+  // no default: trust no proxy, every address is the TCP peer's
+  { key: 'trustProxy', flag: 'trustProxy', env: 'TRUST_PROXY', kind: 'proxy-trust', describe: 'proxies whose X-Forwarded-For is believed: a hop count, or addresses/CIDRs (comma-separated; loopback, linklocal, uniquelocal)' },
+  // no default: any origin, as the old server
+  { key: 'allowedOrigins', flag: 'allowedOrigins', env: 'ALLOWED_ORIGINS', kind: 'origins', describe: 'origins browsers may connect from (comma-separated, e.g. https://app.example); others are refused' },
+  { key: 'requireOrigin', flag: 'requireOrigin', env: 'REQUIRE_ORIGIN', kind: 'boolean', library: false, describe: 'refuse connections without an Origin header (Node.js peers send none)' },
   { key: 'redis', flag: 'redis', env: 'REDIS_URL', kind: 'redis-url', describe: 'Redis URL (redis://host:port): run as one node of a cluster sharing peers through it' },
   { key: 'clusterNodeTimeoutMS', flag: 'clusterNodeTimeoutMS', env: 'CLUSTER_NODE_TIMEOUT_MS', kind: 'ms', library: 30 * second, describe: 'cluster mode: a node silent this long is dead and its peers are purged, in ms' },
   // the primary forks the workers itself (workers.ts): start() runs one process
@@ -242,6 +252,39 @@ const PARSERS: Parsers = {
     if (TRUE_WORDS.has(word)) return true
     if (FALSE_WORDS.has(word)) return false
     throw new OptionError(option, `${JSON.stringify(raw)} is not one of 1, true, yes, 0, false, no`)
+  },
+  'proxy-trust': (raw, option) => {
+    const n = typeof raw === 'string' && /^\s*\d+\s*$/.test(raw) ? Number(raw) : raw
+    if (typeof n === 'number' && Number.isSafeInteger(n) && n >= 0) return n
+    const list = typeof n === 'string' ? n.split(',').map((s) => s.trim()).filter((s) => s !== '') : []
+    const bad = `${JSON.stringify(raw)} is not a hop count or a comma-separated list of addresses, CIDRs, loopback, linklocal or uniquelocal`
+    if (list.length === 0) throw new OptionError(option, bad)
+    try {
+      proxyaddr.compile(list)
+    } catch {
+      throw new OptionError(option, bad)
+    }
+    return list.join(',')
+  },
+  origins: (raw, option) => {
+    const list = typeof raw === 'string' ? raw.split(',') : Array.isArray(raw) ? raw as unknown[] : undefined
+    const origins = list?.map((o) => typeof o === 'string' ? o.trim() : o).filter((o) => o !== '')
+    if (origins === undefined || origins.length === 0) throw new OptionError(option, `${JSON.stringify(raw)} is not a comma-separated list of origins`)
+    for (const origin of origins) {
+      if (typeof origin !== 'string' || !isOrigin(origin)) throw new OptionError(option, `${JSON.stringify(origin)} is not an origin (scheme://host[:port], e.g. https://app.example)`)
+    }
+    // a browser's Origin header is lower-case and carries no default port; URL writes origins that way
+    return (origins as string[]).map((origin) => new URL(origin).origin)
+  }
+}
+
+/** `scheme://host[:port]`, nothing after: what a browser sends as `Origin`. */
+function isOrigin (text: string): boolean {
+  try {
+    const url = new URL(text)
+    return url.origin !== 'null' && url.username === '' && url.pathname === '/' && url.search === '' && url.hash === ''
+  } catch {
+    return false
   }
 }
 

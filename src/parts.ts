@@ -11,7 +11,7 @@ import { ClusterNode } from './cluster/node.js'
 import { ClusterRouter } from './cluster/router.js'
 import { RELAY_LOW_WATER_RATIO, SLOW_PEER_ANNOUNCE_BYTES, STOP_FLUSH_MS } from './constants.js'
 import { Discovery } from './discovery.js'
-import { closeTransports } from './engine.js'
+import { ClientAddresses, closeTransports } from './engine.js'
 import { Fanout } from './fanout.js'
 import type { Server as HttpServer } from 'node:http'
 import { createServer } from './http.js'
@@ -23,7 +23,7 @@ import { renderPage, websocketStarAddress } from './page.js'
 import { ERRORS, type PeerSocket, type SocketServer } from './protocol.js'
 import { Registry } from './registry.js'
 import { Relay } from './relay/index.js'
-import { createSocketServer, wireSockets, type Handlers } from './socket.js'
+import { createSocketServer, originRefusal, wireSockets, type Handlers } from './socket.js'
 import { VERSION } from './version.js'
 
 const log = debug('rendezvous:server')
@@ -82,8 +82,18 @@ export class Parts {
       metrics: this.metrics.enabled && options.worker?.scrape !== undefined ? options.worker.scrape : this.metrics.scrape,
       health: () => this.health()
     })
-    this.io = createSocketServer(this.http, config, (req) => this.isDraining ? ERRORS.SHUTTING_DOWN : this.limits.refusal(req))
-    this.limits = new Limits(config, this.io, registry, this.metrics.connectionClosed)
+    const addresses = new ClientAddresses(config.trustProxy)
+    this.io = createSocketServer(this.http, config, (req) => {
+      if (this.isDraining) return ERRORS.SHUTTING_DOWN
+      const origin = originRefusal(req, config)
+      if (origin !== undefined) {
+        log('handshake from %s refused: %s (Origin %s)', addresses.of(req), origin, req.headers.origin ?? 'none')
+        this.metrics.refused('origin')
+        return origin
+      }
+      return this.limits.refusal(req)
+    })
+    this.limits = new Limits(config, this.io, registry, addresses, this.metrics.connectionClosed)
     const cluster = config.redis === undefined
       ? undefined
       : new ClusterNode({ io: this.io, describe: () => ({ listeners: this.discovery.listeners, peers: registry.size }), purged: this.metrics.purged }, { redis: config.redis, clusterNodeTimeoutMS: config.clusterNodeTimeoutMS })
@@ -121,7 +131,7 @@ export class Parts {
     }, { ...config, relayLowWaterBytes: Math.floor(config.relayHighWaterBytes * RELAY_LOW_WATER_RATIO) })
     if (cluster !== undefined) new ClusterRouter({ node: cluster, registry, joins: this.joins, relay: this.relay, discovery: this.discovery })
     const joins = options.joinHandlers?.(this.joins) ?? this.joins
-    wireSockets(this.io, { joins, relay: this.relay, limits: this.limits, metrics: this.metrics })
+    wireSockets(this.io, { joins, relay: this.relay, limits: this.limits, metrics: this.metrics, addresses })
   }
 
   /** Shutdown has begun: new connections and dials are refused, what runs may finish. */

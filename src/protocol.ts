@@ -31,6 +31,8 @@ export const ERRORS = {
   TOO_MANY_ADDRESSES: 'Too many addresses on this connection',
   RATE_LIMITED: 'Too many requests, slow down',
   TOO_MANY_CONNECTIONS: 'Too many connections from this address',
+  ORIGIN_NOT_ALLOWED: 'Origin not allowed',
+  ORIGIN_REQUIRED: 'Origin required',
   INTERNAL: 'Internal server error'
 } as const
 

@@ -7,6 +7,7 @@ import type { Server as HttpServer, IncomingMessage } from 'node:http'
 import debug from 'debug'
 import { Server } from 'socket.io'
 import { SOCKET_IO_PATH } from './constants.js'
+import type { ClientAddresses } from './engine.js'
 import type { Joins } from './join.js'
 import type { Limits } from './limits.js'
 import { logError } from './log.js'
@@ -22,12 +23,30 @@ export interface Handlers {
   relay: Pick<Relay, 'dial' | 'onStreamEvent' | 'connectionClosed'>
   limits: Pick<Limits, 'opened' | 'closed' | 'allowJoin' | 'allowDial'>
   metrics: Pick<Metrics, 'handlerError'>
+  addresses: Pick<ClientAddresses, 'ofSocket'>
 }
 
 export interface SocketConfig {
   maxMessageBytes: number
   pingIntervalMS: number
   pingTimeoutMS: number
+  /** Origins browsers may connect from; any when undefined. */
+  allowedOrigins?: readonly string[]
+  /** Refuse handshakes without an `Origin` header. */
+  requireOrigin: boolean
+}
+
+/**
+ * Why a handshake's `Origin` is refused, if it is. Browsers send `Origin`
+ * on polling requests and on the WebSocket upgrade; Node.js peers send none,
+ * which is allowed unless `requireOrigin`. CORS alone would not do: it only
+ * hides answers from a page, and a WebSocket upgrade ignores it.
+ */
+export function originRefusal (req: IncomingMessage, config: Pick<SocketConfig, 'allowedOrigins' | 'requireOrigin'>): string | undefined {
+  const origin = req.headers.origin
+  if (origin === undefined) return config.requireOrigin ? ERRORS.ORIGIN_REQUIRED : undefined
+  if (config.allowedOrigins === undefined || config.allowedOrigins.includes(origin.toLowerCase())) return undefined
+  return ERRORS.ORIGIN_NOT_ALLOWED
 }
 
 /**
@@ -39,8 +58,8 @@ export function createSocketServer (http: HttpServer, config: SocketConfig, refu
     path: SOCKET_IO_PATH,
     // socket.io-client 2.x speaks Engine.IO v3
     allowEIO3: true,
-    // browsers connect from any origin, and 2.x polling sends credentials
-    cors: { origin: true, credentials: true },
+    // browsers connect from any origin unless told otherwise, and 2.x polling sends credentials
+    cors: { origin: config.allowedOrigins === undefined ? true : [...config.allowedOrigins], credentials: true },
     serveClient: false,
     maxHttpBufferSize: config.maxMessageBytes,
     pingInterval: config.pingIntervalMS,
@@ -84,8 +103,8 @@ function guarded (socket: PeerSocket, event: string, metrics: Handlers['metrics'
 }
 
 /** Hands every event of one connection, checked, to its owner. */
-function wireSocket (socket: PeerSocket, { joins, relay, limits, metrics }: Handlers): void {
-  log('[%s] connected over %s', socket.id, socket.conn.transport.name)
+function wireSocket (socket: PeerSocket, { joins, relay, limits, metrics, addresses }: Handlers): void {
+  log('[%s] connected over %s from %s', socket.id, socket.conn.transport.name, addresses.ofSocket(socket))
   limits.opened(socket)
 
   socket.on(EVENTS.JOIN, guarded(socket, EVENTS.JOIN, metrics, async (args) => {

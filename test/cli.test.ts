@@ -196,6 +196,9 @@ describe('bad configuration exits 2 with one line naming the option', () => {
     ['--key without --cert', [`--key=${PACKAGE_JSON}`], {}, /\bcert\b/],
     ['--cert without --key', [`--cert=${PACKAGE_JSON}`], {}, /\bkey\b/],
     ['--pfx that does not exist', ['--pfx=/missing/bundle.pfx'], {}, /--pfx\b.*\/missing\//],
+    ['--trustProxy=nginx', ['--trustProxy=nginx'], {}, /--trustProxy\b.*nginx/],
+    ['ALLOWED_ORIGINS=app.example', [], { ALLOWED_ORIGINS: 'app.example' }, /\bALLOWED_ORIGINS\b.*app\.example/],
+    ['REQUIRE_ORIGIN=maybe', [], { REQUIRE_ORIGIN: 'maybe' }, /\bREQUIRE_ORIGIN\b.*maybe/],
     ['an unknown flag', ['--bogus'], {}, /\bbogus\b/]
   ]
   for (const [name, args, env, names] of cases) {

@@ -43,6 +43,9 @@ interface ExpectedConfig {
   maxMessageBytes: number
   pingIntervalMS: number
   pingTimeoutMS: number
+  trustProxy?: number | string
+  allowedOrigins?: readonly string[]
+  requireOrigin: boolean
   redis?: string
   clusterNodeTimeoutMS: number
 }
@@ -59,7 +62,7 @@ type Holds<T extends true> = T
 export type DerivedTypes = [
   Holds<Equal<Config, ExpectedConfig>>,
   Holds<Equal<Options, Flat<ExpectedOptions>>>,
-  Holds<Equal<Defaults, Omit<ExpectedConfig, 'tls' | 'redis'>>>,
+  Holds<Equal<Defaults, Omit<ExpectedConfig, 'tls' | 'redis' | 'trustProxy' | 'allowedOrigins'>>>,
   Holds<Equal<CommandOptions, { workers?: number }>>
 ]
 
@@ -132,6 +135,25 @@ describe('each kind of option', () => {
     assert.equal(parse('redis-url', ' rediss://user:pw@host/2 '), 'rediss://user:pw@host/2')
     for (const bad of ['http://host', 'redis://', 'redis://host/db', 'host:6379']) {
       refuses(() => parse('redis-url', bad), `x: "${bad}" is not a Redis URL (redis://[user:password@]host[:port][/db])`)
+    }
+  })
+
+  it('the proxies to trust are a hop count, or addresses, CIDRs and names, comma-separated', () => {
+    assert.equal(parse('proxy-trust', '2'), 2)
+    assert.equal(parse('proxy-trust', 1), 1)
+    assert.equal(parse('proxy-trust', ' loopback, 10.0.0.0/8 ,::1'), 'loopback,10.0.0.0/8,::1')
+    assert.equal(parse('proxy-trust', '192.168.1.0/255.255.255.0'), '192.168.1.0/255.255.255.0')
+    for (const bad of ['', 'nginx', '10.0.0.0/33', '1.2.3', -1, 1.5]) {
+      refuses(() => parse('proxy-trust', bad), `x: ${JSON.stringify(bad)} is not a hop count or a comma-separated list of addresses, CIDRs, loopback, linklocal or uniquelocal`)
+    }
+  })
+
+  it('origins are scheme://host[:port], comma-separated or a list, written as browsers send them', () => {
+    assert.deepEqual(parse('origins', 'https://App.example, http://127.0.0.1:8080/'), ['https://app.example', 'http://127.0.0.1:8080'])
+    assert.deepEqual(parse('origins', ['https://a.example:443']), ['https://a.example'])
+    refuses(() => parse('origins', ' , '), 'x: " , " is not a comma-separated list of origins')
+    for (const bad of ['app.example', 'https://a.example/path', 'https://a.example?x=1']) {
+      refuses(() => parse('origins', bad), `x: ${JSON.stringify(bad)} is not an origin (scheme://host[:port], e.g. https://app.example)`)
     }
   })
 
@@ -274,6 +296,7 @@ describe('defaults', () => {
       maxMessageBytes: 4_194_304,
       pingIntervalMS: 25_000,
       pingTimeoutMS: 20_000,
+      requireOrigin: false,
       clusterNodeTimeoutMS: 30_000
     })
   })
@@ -298,9 +321,9 @@ describe('the table of options', () => {
     assert.deepEqual(aliases, ['p', 'h'])
   })
 
-  it('gives a default to every option but TLS, Redis and --workers, one its own parser accepts', () => {
+  it('gives a default to every option but TLS, the proxies, the origins, Redis and --workers, one its own parser accepts', () => {
     const without = every.filter((spec) => spec.library === undefined).map((spec) => spec.key)
-    assert.deepEqual(without, ['key', 'cert', 'pfx', 'passphrase', 'redis', 'workers'])
+    assert.deepEqual(without, ['key', 'cert', 'pfx', 'passphrase', 'trustProxy', 'allowedOrigins', 'redis', 'workers'])
     for (const spec of every) {
       for (const value of [spec.library, spec.cli]) {
         if (value === undefined) continue

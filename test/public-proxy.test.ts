@@ -1,0 +1,67 @@
+/**
+ * `--trustProxy`: behind the nginx of docker-compose.yml the per-address
+ * limit counts the address nginx forwards, and a forged X-Forwarded-For from
+ * a peer that is not a trusted proxy changes nothing.
+ */
+import assert from 'node:assert/strict'
+import { Agent } from 'node:http'
+import { after, before, describe, it } from 'node:test'
+import { Cleanup } from './helpers/cleanup.js'
+import { connect, type Client, type Transport } from './helpers/clients.js'
+import { NO_NGINX, startNginx, type NginxProcess } from './helpers/nginx.js'
+import { startServer } from './helpers/server.js'
+
+/** socket.io-client 4.x options for a client whose TCP connections start from `localAddress`. */
+function from (localAddress: string, cleanup: Cleanup): Record<string, unknown> {
+  const agent = new Agent({ localAddress })
+  cleanup.add(() => { agent.destroy(); return Promise.resolve() })
+  return { agent }
+}
+
+async function refused (url: string, transport: Transport, extra: Record<string, unknown>): Promise<void> {
+  await assert.rejects(connect(url, 'v4', transport, extra))
+}
+
+for (const transport of ['websocket', 'polling'] as const) {
+  describe(`--trustProxy behind nginx, over ${transport}`, { skip: NO_NGINX }, () => {
+    const cleanup = new Cleanup()
+    let server: Awaited<ReturnType<typeof startServer>> | undefined
+    let nginx: NginxProcess | undefined
+    before(async () => {
+      server = await startServer({ trustProxy: '127.0.0.1', maxConnectionsPerIP: 1 })
+      const started = server
+      cleanup.add(async () => { await started.stop() })
+      // the compose file has three upstream servers: all three are this one
+      nginx = await startNginx([server.info.port, server.info.port, server.info.port])
+      const proxy = nginx
+      cleanup.add(async () => { await proxy.stop() })
+    })
+    after(async () => { await cleanup.run() })
+
+    it('counts each client by the address nginx forwards: 127.0.0.2 and 127.0.0.3 both get in, a second 127.0.0.2 does not', async () => {
+      assert.ok(server !== undefined && nginx !== undefined)
+      const clients: Client[] = []
+      cleanup.add(async () => { await Promise.all(clients.map(async (c) => { await c.close() })) })
+      clients.push(await connect(nginx.url, 'v4', transport, from('127.0.0.2', cleanup)))
+      clients.push(await connect(nginx.url, 'v4', transport, from('127.0.0.3', cleanup)))
+      // every connection reaches the server from nginx's 127.0.0.1: counted by that, the second would be refused
+      assert.equal(server.stats().remoteAddresses, 2)
+      await refused(nginx.url, transport, from('127.0.0.2', cleanup))
+      assert.equal(server.stats().remoteAddresses, 2)
+    })
+  })
+
+  describe(`--trustProxy and a forged X-Forwarded-For sent straight to the server, over ${transport}`, () => {
+    const cleanup = new Cleanup()
+    after(async () => { await cleanup.run() })
+
+    it('is ignored from a peer that is not a trusted proxy: the limit counts its real address', async () => {
+      const server = await startServer({ trustProxy: '10.0.0.1', maxConnectionsPerIP: 1 })
+      cleanup.add(async () => { await server.stop() })
+      const first = await connect(server.url, 'v4', transport, { extraHeaders: { 'X-Forwarded-For': '203.0.113.1' } })
+      cleanup.add(async () => { await first.close() })
+      await refused(server.url, transport, { extraHeaders: { 'X-Forwarded-For': '203.0.113.2' } })
+      assert.equal(server.stats().remoteAddresses, 1)
+    })
+  })
+}
