@@ -70,10 +70,7 @@ export class Joins {
 
     if (this.config.strictMultiaddr && !WebSocketStar.matches(request.multiaddr)) { fail(ERRORS.INVALID_MULTIADDR); return; }
     // checked at both steps of the challenge: the policy may change in between
-    if (!this.policy.allows(request.peerId)) {
-      this.metrics.refused('peer policy')
-      fail(ERRORS.PEER_NOT_ALLOWED); return;
-    }
+    if (!this.allowed(request.peerId)) { fail(ERRORS.PEER_NOT_ALLOWED); return; }
     const full = this.capacityError(socket, address)
     if (full !== undefined) { fail(full); return; }
     if (!this.config.cryptoChallenge) { await this.finalize(socket, address, ack, startedAt); return; }
@@ -84,6 +81,7 @@ export class Joins {
       if (result !== 'verified') { fail(result); return; }
       // the connection may have closed, or the server filled, while the signature was checked
       if (!socket.connected) return
+      if (!this.allowed(request.peerId)) { fail(ERRORS.PEER_NOT_ALLOWED); return; }
       const filled = this.capacityError(socket, address)
       if (filled !== undefined) { fail(filled); return; }
       await this.finalize(socket, address, ack, startedAt); return;
@@ -137,6 +135,13 @@ export class Joins {
     this.registry.release(address, holder)
     log('[%s] lost %s to a join on another node', holder.id, address)
     this.forget(holder, address)
+  }
+
+  /** Whether the peer policy lets `peerId` join; a refusal is counted. */
+  private allowed (peerId: string): boolean {
+    if (this.policy.allows(peerId)) return true
+    this.metrics.refused('peer policy')
+    return false
   }
 
   /** Whether the connection may take one more address, and the server one more peer. */
