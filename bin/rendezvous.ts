@@ -172,6 +172,8 @@ async function main (): Promise<void> {
   const server = await run(options, names, command.workers)
   if (options.cryptoChallenge === false) {
     process.stderr.write('rendezvous: warning: the crypto challenge is disabled, joins are not authenticated\n')
+    // an allow or deny list of ids anyone may claim
+    if (options.peerPolicy !== undefined) process.stderr.write(`rendezvous: warning: ${names.get('peerPolicy') ?? '--peerPolicy'} is set but the crypto challenge is disabled: any peer may join under an allowed id\n`)
   }
   process.stdout.write(`Listening on: ${server.uri}\n`)
   onSignals(server)

@@ -84,3 +84,6 @@ export const WORKER_RESTART_MAX_DELAY_MS = 30 * second
  * after 5 s, so the primary's error normally comes first.
  */
 export const WORKER_SCRAPE_TIMEOUT_MS = 7 * second
+
+/** `--peerPolicy`: changes to the file closer together than this make one reload, in ms (an editor's save is several events). */
+export const POLICY_WATCH_DEBOUNCE_MS = 100

@@ -9,7 +9,8 @@ import type { ClusterNode } from './cluster/node.js'
 import type { Discovery } from './discovery.js'
 import { errorMessage } from './log.js'
 import type { Metrics } from './metrics.js'
-import { ERRORS, type Ack, type JoinRequest, type PeerSocket } from './protocol.js'
+import type { PeerPolicy } from './policy.js'
+import { ERRORS, peerIdOfAddress, type Ack, type JoinRequest, type PeerSocket } from './protocol.js'
 import type { Registry } from './registry.js'
 
 const log = debug('rendezvous:join')
@@ -24,7 +25,9 @@ export interface JoinComponents {
   registry: Registry<PeerSocket>
   challenges: Challenges
   discovery: Discovery
-  metrics: Pick<Metrics, 'joinAttempt' | 'joinAnswered'>
+  metrics: Pick<Metrics, 'joinAttempt' | 'joinAnswered' | 'refused'>
+  /** Which peer ids may join (`--peerPolicy`). */
+  policy: Pick<PeerPolicy, 'allows'>
   /** Told when a connection no longer holds an address. */
   released: ReleaseHook
   /** Cluster mode: the registry every node shares. */
@@ -43,12 +46,13 @@ export class Joins {
   private readonly registry: Registry<PeerSocket>
   private readonly challenges: Challenges
   private readonly discovery: Discovery
-  private readonly metrics: Pick<Metrics, 'joinAttempt' | 'joinAnswered'>
+  private readonly metrics: Pick<Metrics, 'joinAttempt' | 'joinAnswered' | 'refused'>
+  private readonly policy: Pick<PeerPolicy, 'allows'>
   private readonly released: ReleaseHook
   private readonly shared: SharedRegistry | undefined
 
   constructor (components: JoinComponents, private readonly config: JoinConfig) {
-    ({ registry: this.registry, challenges: this.challenges, discovery: this.discovery, metrics: this.metrics, released: this.released, shared: this.shared } = components)
+    ({ registry: this.registry, challenges: this.challenges, discovery: this.discovery, metrics: this.metrics, policy: this.policy, released: this.released, shared: this.shared } = components)
   }
 
   async join (socket: PeerSocket, request: JoinRequest): Promise<void> {
@@ -65,6 +69,8 @@ export class Joins {
     }
 
     if (this.config.strictMultiaddr && !WebSocketStar.matches(request.multiaddr)) { fail(ERRORS.INVALID_MULTIADDR); return; }
+    // checked at both steps of the challenge: the policy may change in between
+    if (!this.allowed(request.peerId)) { fail(ERRORS.PEER_NOT_ALLOWED); return; }
     const full = this.capacityError(socket, address)
     if (full !== undefined) { fail(full); return; }
     if (!this.config.cryptoChallenge) { await this.finalize(socket, address, ack, startedAt); return; }
@@ -75,6 +81,7 @@ export class Joins {
       if (result !== 'verified') { fail(result); return; }
       // the connection may have closed, or the server filled, while the signature was checked
       if (!socket.connected) return
+      if (!this.allowed(request.peerId)) { fail(ERRORS.PEER_NOT_ALLOWED); return; }
       const filled = this.capacityError(socket, address)
       if (filled !== undefined) { fail(filled); return; }
       await this.finalize(socket, address, ack, startedAt); return;
@@ -105,6 +112,22 @@ export class Joins {
     this.challenges.dropConnection(socket.id)
   }
 
+  /**
+   * The peer policy changed: every address whose peer id it now refuses is
+   * released as `ss-leave` would, which ends its relayed streams; dials to it
+   * then find no peer and dials from it are not authorized.
+   */
+  applyPolicy (): void {
+    for (const [address, socket] of [...this.registry.entries()]) {
+      if (this.policy.allows(peerIdOfAddress(address))) continue
+      this.registry.release(address, socket)
+      log('[%s] %s released: refused by the peer policy', socket.id, address)
+      this.metrics.refused('peer policy')
+      this.shared?.release(address, socket.id)
+      this.forget(socket, address)
+    }
+  }
+
   /** A join on another node took `address` from connection `connectionId` here. */
   takenElsewhere (address: string, connectionId: string): void {
     const holder = this.registry.holderOf(address)
@@ -112,6 +135,13 @@ export class Joins {
     this.registry.release(address, holder)
     log('[%s] lost %s to a join on another node', holder.id, address)
     this.forget(holder, address)
+  }
+
+  /** Whether the peer policy lets `peerId` join; a refusal is counted. */
+  private allowed (peerId: string): boolean {
+    if (this.policy.allows(peerId)) return true
+    this.metrics.refused('peer policy')
+    return false
   }
 
   /** Whether the connection may take one more address, and the server one more peer. */

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import proxyaddr from 'proxy-addr'
 import { createSecureContext } from 'node:tls'
 import { MiB, minute, second } from './constants.js'
+import { readPolicy } from './policy.js'
 
 /** What an option of each kind holds; `limit-*` kinds take 0 for "no limit". */
 interface KindValues {
@@ -67,6 +68,7 @@ const TABLE = [
   { key: 'pfx', flag: 'pfx', env: 'PFX', kind: 'tls-file', tls: true, describe: 'TLS PKCS#12 file, instead of --key and --cert' },
   { key: 'passphrase', flag: 'passphrase', env: 'PFX_PASSPHRASE', kind: 'string', tls: true, describe: 'passphrase of --pfx (or of an encrypted --key)' },
   { key: 'cryptoChallenge', flag: 'disableCryptoChallenge', env: 'DISABLE_CRYPTO_CHALLENGE', kind: 'boolean', negated: true, library: true, describe: 'let peers join without proving they own their peer id' },
+  { key: 'peerPolicy', flag: 'peerPolicy', env: 'PEER_POLICY', kind: 'string', describe: 'peer-id policy file: allow and deny lists (JSON or text), read again on SIGHUP and when it changes' },
   // the old library accepted any address, the old command only websocket-star ones
   { key: 'strictMultiaddr', flag: 'disableStrictMultiaddr', env: 'DISABLE_STRICT_MULTIADDR', kind: 'boolean', negated: true, library: false, cli: true, describe: 'accept addresses that are not websocket-star multiaddrs' },
   { key: 'metrics', flag: 'disableMetrics', env: 'DISABLE_METRICS', kind: 'boolean', negated: true, library: false, cli: true, describe: 'do not serve Prometheus metrics on /metrics' },
@@ -407,5 +409,13 @@ export function resolveConfig (options: Options, defaults: Defaults = LIBRARY_DE
   }
   const { key, cert, pfx, passphrase, ...rest } = merged
   const tls = resolveTls({ key, cert, pfx, passphrase })
+  // read now so that a bad file stops the start naming the option; parts.ts reads it for good
+  if (rest.peerPolicy !== undefined) {
+    try {
+      readPolicy(rest.peerPolicy)
+    } catch (err) {
+      throw new OptionError('peerPolicy', err instanceof Error ? err.message : String(err))
+    }
+  }
   return { ...rest, ...(tls !== undefined ? { tls } : {}) }
 }

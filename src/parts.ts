@@ -18,6 +18,7 @@ import { createServer } from './http.js'
 import { Joins } from './join.js'
 import { Limits } from './limits.js'
 import { createMetrics, type Metrics } from './metrics.js'
+import { PeerPolicy } from './policy.js'
 import type { Config } from './options.js'
 import { renderPage, websocketStarAddress } from './page.js'
 import { ERRORS, type PeerSocket, type SocketServer } from './protocol.js'
@@ -56,6 +57,7 @@ export class Parts {
   readonly io: SocketServer
   readonly limits: Limits
   readonly discovery: Discovery
+  readonly policy: PeerPolicy
   readonly joins: Joins
   readonly relay: Relay
   /** Cluster mode only: this process as a node of the cluster. */
@@ -103,11 +105,13 @@ export class Parts {
       announced: this.metrics.announced,
       ...(cluster !== undefined ? { otherNodes: { listeners: () => cluster.up ? cluster.remoteListeners : 0, announce: (addresses, fresh) => { cluster.announce(addresses, fresh) } } } : {})
     }, config)
+    this.policy = new PeerPolicy(config.peerPolicy, () => { this.joins.applyPolicy() })
     this.joins = new Joins({
       registry,
       challenges: this.challenges,
       discovery: this.discovery,
       metrics: this.metrics,
+      policy: this.policy,
       released: (socket, address) => {
         this.relay.addressReleased(socket, address)
         if (registry.addressesOf(socket.id) === undefined) this.limits.unjoined(socket)
@@ -150,12 +154,14 @@ export class Parts {
    */
   async reload (): Promise<void> {
     log('reloading')
+    this.policy.reload()
     await Promise.resolve()
   }
 
   /** Connects to Redis in cluster mode, then listens (or is attached to the primary of `--workers`). */
   async start (): Promise<void> {
     this.limits.start()
+    this.policy.watch()
     try {
       await this.cluster?.connect()
       const { worker } = this.options
@@ -202,6 +208,7 @@ export class Parts {
       this.cluster?.disconnect()
       this.challenges.stop()
       this.limits.stop()
+      this.policy.stop()
       log('stopped')
     })()
     await this.stopped

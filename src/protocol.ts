@@ -28,6 +28,7 @@ export const ERRORS = {
   RELAY_DURATION_LIMIT: 'Relay duration limit reached',
   SHUTTING_DOWN: 'Server shutting down',
   SERVER_FULL: 'Server full',
+  PEER_NOT_ALLOWED: 'Peer not allowed',
   TOO_MANY_ADDRESSES: 'Too many addresses on this connection',
   RATE_LIMITED: 'Too many requests, slow down',
   TOO_MANY_CONNECTIONS: 'Too many connections from this address',

@@ -20,6 +20,7 @@ interface ExpectedConfig {
   host: string
   tls?: TlsConfig
   cryptoChallenge: boolean
+  peerPolicy?: string
   strictMultiaddr: boolean
   metrics: boolean
   refreshPeerListIntervalMS: number
@@ -62,7 +63,7 @@ type Holds<T extends true> = T
 export type DerivedTypes = [
   Holds<Equal<Config, ExpectedConfig>>,
   Holds<Equal<Options, Flat<ExpectedOptions>>>,
-  Holds<Equal<Defaults, Omit<ExpectedConfig, 'tls' | 'redis' | 'trustProxy' | 'allowedOrigins'>>>,
+  Holds<Equal<Defaults, Omit<ExpectedConfig, 'tls' | 'redis' | 'peerPolicy' | 'trustProxy' | 'allowedOrigins'>>>,
   Holds<Equal<CommandOptions, { workers?: number }>>
 ]
 
@@ -321,9 +322,9 @@ describe('the table of options', () => {
     assert.deepEqual(aliases, ['p', 'h'])
   })
 
-  it('gives a default to every option but TLS, the proxies, the origins, Redis and --workers, one its own parser accepts', () => {
+  it('gives a default to every option but TLS, the peer policy, the proxies, the origins, Redis and --workers, one its own parser accepts', () => {
     const without = every.filter((spec) => spec.library === undefined).map((spec) => spec.key)
-    assert.deepEqual(without, ['key', 'cert', 'pfx', 'passphrase', 'trustProxy', 'allowedOrigins', 'redis', 'workers'])
+    assert.deepEqual(without, ['key', 'cert', 'pfx', 'passphrase', 'peerPolicy', 'trustProxy', 'allowedOrigins', 'redis', 'workers'])
     for (const spec of every) {
       for (const value of [spec.library, spec.cli]) {
         if (value === undefined) continue
