@@ -84,3 +84,6 @@ export const WORKER_RESTART_MAX_DELAY_MS = 30 * second
  * after 5 s, so the primary's error normally comes first.
  */
 export const WORKER_SCRAPE_TIMEOUT_MS = 7 * second
+
+/** A certificate file changed: wait this long for its companions (key, then cert) before reading them again. */
+export const CERTIFICATE_RELOAD_DEBOUNCE_MS = 200
