@@ -87,3 +87,6 @@ export const WORKER_SCRAPE_TIMEOUT_MS = 7 * second
 
 /** `--peerPolicy`: changes to the file closer together than this make one reload, in ms (an editor's save is several events). */
 export const POLICY_WATCH_DEBOUNCE_MS = 100
+
+/** A certificate file changed: wait this long for its companions (key, then cert) before reading them again. */
+export const CERTIFICATE_RELOAD_DEBOUNCE_MS = 200

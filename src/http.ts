@@ -3,7 +3,7 @@
  * and answers `/socket.io/` before these routes see a request.
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { createServer as createHttpsServer } from 'node:https'
+import { createServer as createHttpsServer, Server as HttpsServer } from 'node:https'
 import debug from 'debug'
 import type { TlsConfig } from './options.js'
 
@@ -69,4 +69,10 @@ export function createServer (tls: TlsConfig | undefined, routes: Routes): Serve
     })
   }
   return secure ? createHttpsServer(tls, handler) : createHttpServer(handler)
+}
+
+/** How to give an HTTPS server new key material for the connections to come; undefined for plain HTTP. */
+export function secureContextSetter (server: Server): ((tls: TlsConfig) => void) | undefined {
+  if (!(server instanceof HttpsServer)) return undefined
+  return (tls) => { server.setSecureContext(tls) }
 }

@@ -127,8 +127,18 @@ export type TlsConfig =
   | { key: Buffer, cert: Buffer, passphrase?: string }
   | { pfx: Buffer, passphrase?: string }
 
-/** Options after defaults and validation, what the modules read: the TLS options become `tls`. */
-export type Config = Simplify<Defaults & { [E in Exclude<StartEntry, DefaultedEntry | { tls: true }> as E['key']]?: ValueOf<E> } & { tls?: TlsConfig }>
+/**
+ * The files the TLS material was read from, for reading it again: a part given
+ * inline (PEM text or bytes to `start()`) has no path and is kept as it is.
+ */
+export interface TlsFiles {
+  key?: string
+  cert?: string
+  pfx?: string
+}
+
+/** Options after defaults and validation, what the modules read: the TLS options become `tls` (and `tlsFiles`). */
+export type Config = Simplify<Defaults & { [E in Exclude<StartEntry, DefaultedEntry | { tls: true }> as E['key']]?: ValueOf<E> } & { tls?: TlsConfig, tlsFiles?: TlsFiles }>
 
 /** The options of the command only, such as `--workers`. */
 export type CommandOptions = { [E in CommandEntry as E['key']]?: ValueOf<E> }
@@ -318,7 +328,13 @@ function fromCommandLine (spec: OptionSpec, argv: Record<string, unknown>, env: 
   names.set(spec.key, name)
   switch (spec.kind) {
     // read files here, so that an error names the flag or variable as written
-    case 'tls-file': return readTlsFile(parseOptionValue(spec, raw, name), name)
+    case 'tls-file': {
+      // read now, so that an unreadable file exits naming the flag; the path is
+      // what start() gets, so that the certificates can be read again (SIGHUP)
+      const value = parseOptionValue(spec, raw, name)
+      readTlsFile(value, name)
+      return value
+    }
     case 'boolean': {
       const value = parseOptionValue(spec, raw, name)
       // `--disableMetrics` and `DISABLE_METRICS=1` both mean `metrics: false`
@@ -357,6 +373,11 @@ export function optionsFromCommandLine (argv: Record<string, unknown>, env: Node
     if (value !== undefined) put(command, spec.key, value)
   }
   return { options, command, names }
+}
+
+/** A path, rather than the PEM itself or its bytes. */
+function isPath (value: string | Buffer | undefined): value is string {
+  return typeof value === 'string' && !value.includes('-----BEGIN ')
 }
 
 function readTlsFile (value: string | Buffer, option: string): Buffer {
@@ -417,5 +438,10 @@ export function resolveConfig (options: Options, defaults: Defaults = LIBRARY_DE
       throw new OptionError('peerPolicy', err instanceof Error ? err.message : String(err))
     }
   }
-  return { ...rest, ...(tls !== undefined ? { tls } : {}) }
+  if (tls === undefined) return rest
+  const tlsFiles: TlsFiles = {}
+  if (isPath(key)) tlsFiles.key = key
+  if (isPath(cert)) tlsFiles.cert = cert
+  if (isPath(pfx)) tlsFiles.pfx = pfx
+  return { ...rest, tls, tlsFiles }
 }

@@ -6,6 +6,7 @@
  */
 import type { Registry as PromRegistry } from 'prom-client'
 import debug from 'debug'
+import { Certificates } from './certificates.js'
 import { Challenges } from './challenge.js'
 import { ClusterNode } from './cluster/node.js'
 import { ClusterRouter } from './cluster/router.js'
@@ -14,7 +15,7 @@ import { Discovery } from './discovery.js'
 import { ClientAddresses, closeTransports } from './engine.js'
 import { Fanout } from './fanout.js'
 import type { Server as HttpServer } from 'node:http'
-import { createServer } from './http.js'
+import { createServer, secureContextSetter } from './http.js'
 import { Joins } from './join.js'
 import { Limits } from './limits.js'
 import { createMetrics, type Metrics } from './metrics.js'
@@ -60,6 +61,8 @@ export class Parts {
   readonly policy: PeerPolicy
   readonly joins: Joins
   readonly relay: Relay
+  /** HTTPS only: the key material, read again on SIGHUP and when its files change. */
+  readonly certificates: Certificates | undefined
   /** Cluster mode only: this process as a node of the cluster. */
   readonly cluster: ClusterNode | undefined
   readonly startedAt = Date.now()
@@ -84,6 +87,10 @@ export class Parts {
       metrics: this.metrics.enabled && options.worker?.scrape !== undefined ? options.worker.scrape : this.metrics.scrape,
       health: () => this.health()
     })
+    const setSecureContext = secureContextSetter(this.http)
+    this.certificates = config.tls !== undefined && setSecureContext !== undefined
+      ? new Certificates(config.tls, config.tlsFiles ?? {}, setSecureContext)
+      : undefined
     const addresses = new ClientAddresses(config.trustProxy)
     this.io = createSocketServer(this.http, config, (req) => {
       if (this.isDraining) return ERRORS.SHUTTING_DOWN
@@ -155,13 +162,14 @@ export class Parts {
   async reload (): Promise<void> {
     log('reloading')
     this.policy.reload()
-    await Promise.resolve()
+    await this.certificates?.reload()
   }
 
   /** Connects to Redis in cluster mode, then listens (or is attached to the primary of `--workers`). */
   async start (): Promise<void> {
     this.limits.start()
     this.policy.watch()
+    this.certificates?.start()
     try {
       await this.cluster?.connect()
       const { worker } = this.options
@@ -209,6 +217,7 @@ export class Parts {
       this.challenges.stop()
       this.limits.stop()
       this.policy.stop()
+      this.certificates?.stop()
       log('stopped')
     })()
     await this.stopped

@@ -5,9 +5,10 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { fileURLToPath } from 'node:url'
 import {
   CLI_DEFAULTS, COMMAND_SPECS, LIBRARY_DEFAULTS, OPTION_SPECS, OptionError, integerBounds, optionsFromCommandLine, parseOptionValue, resolveConfig,
-  type CommandOptions, type Config, type Defaults, type OptionKind, type Options, type TlsConfig
+  type CommandOptions, type Config, type Defaults, type OptionKind, type Options, type TlsConfig, type TlsFiles
 } from '../src/options.js'
 
 /** True when A and B are the same type, not merely assignable both ways. */
@@ -19,6 +20,7 @@ interface ExpectedConfig {
   port: number
   host: string
   tls?: TlsConfig
+  tlsFiles?: TlsFiles
   cryptoChallenge: boolean
   peerPolicy?: string
   strictMultiaddr: boolean
@@ -50,7 +52,7 @@ interface ExpectedConfig {
   redis?: string
   clusterNodeTimeoutMS: number
 }
-type ExpectedOptions = Partial<Omit<ExpectedConfig, 'tls'>> & {
+type ExpectedOptions = Partial<Omit<ExpectedConfig, 'tls' | 'tlsFiles'>> & {
   key?: string | Buffer
   cert?: string | Buffer
   pfx?: string | Buffer
@@ -63,7 +65,7 @@ type Holds<T extends true> = T
 export type DerivedTypes = [
   Holds<Equal<Config, ExpectedConfig>>,
   Holds<Equal<Options, Flat<ExpectedOptions>>>,
-  Holds<Equal<Defaults, Omit<ExpectedConfig, 'tls' | 'redis' | 'peerPolicy' | 'trustProxy' | 'allowedOrigins'>>>,
+  Holds<Equal<Defaults, Omit<ExpectedConfig, 'tls' | 'tlsFiles' | 'redis' | 'peerPolicy' | 'trustProxy' | 'allowedOrigins'>>>,
   Holds<Equal<CommandOptions, { workers?: number }>>
 ]
 
@@ -217,10 +219,11 @@ describe('the command line and the environment', () => {
     assert.ok(!OPTION_SPECS.some((spec) => spec.flag === 'workers'))
   })
 
-  it('TLS files are read when given, and a missing one is named as written', () => {
+  it('TLS files are checked when given and passed on as paths (read again on SIGHUP), and a missing one is named as written', () => {
     const pem = '-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n'
-    const { options } = optionsFromCommandLine({ key: pem }, {})
-    assert.deepEqual(options.key, Buffer.from(pem))
+    assert.equal(optionsFromCommandLine({ key: pem }, {}).options.key, pem)
+    const readable = fileURLToPath(import.meta.url)
+    assert.equal(optionsFromCommandLine({ cert: readable }, {}).options.cert, readable)
     refuses(() => optionsFromCommandLine({ cert: '/missing/cert.pem' }, {}), '--cert: cannot read "/missing/cert.pem" (ENOENT)')
     refuses(() => optionsFromCommandLine({}, { PFX: '/missing/bundle.pfx' }), 'PFX: cannot read "/missing/bundle.pfx" (ENOENT)')
   })
