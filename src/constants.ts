@@ -90,3 +90,10 @@ export const POLICY_WATCH_DEBOUNCE_MS = 100
 
 /** A certificate file changed: wait this long for its companions (key, then cert) before reading them again. */
 export const CERTIFICATE_RELOAD_DEBOUNCE_MS = 200
+
+/** `GET /admin/peers`: addresses listed per page unless `?limit=` says otherwise, and at most. */
+export const ADMIN_PAGE_DEFAULT = 100
+export const ADMIN_PAGE_MAX = 1000
+
+/** `--adminToken`: the shortest token taken, in characters (16 random ones are beyond guessing over HTTP). */
+export const MIN_TOKEN_LENGTH = 16

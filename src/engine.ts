@@ -217,6 +217,11 @@ export function isWebSocket (socket: PeerSocket): boolean {
   return engineOf(socket).transport.name === 'websocket'
 }
 
+/** The Engine.IO transport a connection uses now: `websocket` or `polling`. */
+export function transportOf (socket: PeerSocket): string {
+  return engineOf(socket).transport.name
+}
+
 /** Consecutive frames in one buffer: frame i spans [offsets[i], offsets[i + 1]). */
 export interface Frames {
   buffer: Buffer

@@ -5,6 +5,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer, Server as HttpsServer } from 'node:https'
 import debug from 'debug'
+import type { AdminAnswer, AdminRequest } from './admin.js'
 import type { TlsConfig } from './options.js'
 
 const log = debug('rendezvous:http')
@@ -16,20 +17,30 @@ export interface Routes {
   metrics: () => Promise<{ contentType: string, body: string } | undefined>
   /** `GET /health`: status code and JSON body. */
   health: () => { status: number, body: unknown }
+  /** `/admin/…`: the operator's view (admin.ts), which checks the method and the token. */
+  admin: (request: AdminRequest) => Promise<AdminAnswer>
 }
 
-function send (res: ServerResponse, status: number, contentType: string, body: string): void {
+/** @param headers more headers; the public routes add CORS for any origin, the operator's view does not */
+function send (res: ServerResponse, status: number, contentType: string, body: string, headers: Record<string, string> = { 'access-control-allow-origin': '*' }): void {
   res.writeHead(status, {
     'content-type': contentType,
     'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',
-    'access-control-allow-origin': '*'
+    ...headers
   })
   res.end(body)
 }
 
 async function route (routes: Routes, secure: boolean, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const path = (req.url ?? '/').split('?', 1)[0]
+  const url = req.url ?? '/'
+  const mark = url.indexOf('?')
+  const path = mark < 0 ? url : url.slice(0, mark)
+  if (path.startsWith('/admin/')) {
+    const answer = await routes.admin({ method: req.method ?? 'GET', path, query: new URLSearchParams(mark < 0 ? '' : url.slice(mark + 1)), authorization: req.headers.authorization })
+    send(res, answer.status, 'application/json', `${JSON.stringify(answer.body)}\n`, answer.headers)
+    return
+  }
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     send(res, 405, 'text/plain; charset=utf-8', 'Method Not Allowed\n')
     return

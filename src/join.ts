@@ -118,14 +118,21 @@ export class Joins {
    * then find no peer and dials from it are not authorized.
    */
   applyPolicy (): void {
-    for (const [address, socket] of [...this.registry.entries()]) {
-      if (this.policy.allows(peerIdOfAddress(address))) continue
-      this.registry.release(address, socket)
+    for (const [address, socket] of this.releaseWhere((address) => !this.policy.allows(peerIdOfAddress(address)))) {
       log('[%s] %s released: refused by the peer policy', socket.id, address)
       this.metrics.refused('peer policy')
-      this.shared?.release(address, socket.id)
-      this.forget(socket, address)
     }
+  }
+
+  /**
+   * An operator removes a peer (`POST /admin/peers/<id>/disconnect`): its
+   * addresses here are released as the peer policy releases them. Returns
+   * them, each with the connection that held it.
+   */
+  removePeer (matches: (address: string) => boolean): Array<[address: string, socket: PeerSocket]> {
+    const removed = this.releaseWhere(matches)
+    for (const [address, socket] of removed) log('[%s] %s released: removed by the operator', socket.id, address)
+    return removed
   }
 
   /** A join on another node took `address` from connection `connectionId` here. */
@@ -135,6 +142,19 @@ export class Joins {
     this.registry.release(address, holder)
     log('[%s] lost %s to a join on another node', holder.id, address)
     this.forget(holder, address)
+  }
+
+  /** Releases, as `ss-leave` would, every address here that `matches`; returns them with their holders. */
+  private releaseWhere (matches: (address: string) => boolean): Array<[address: string, socket: PeerSocket]> {
+    const released: Array<[string, PeerSocket]> = []
+    for (const [address, socket] of [...this.registry.entries()]) {
+      if (!matches(address)) continue
+      this.registry.release(address, socket)
+      this.shared?.release(address, socket.id)
+      this.forget(socket, address)
+      released.push([address, socket])
+    }
+    return released
   }
 
   /** Whether the peer policy lets `peerId` join; a refusal is counted. */

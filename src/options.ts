@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import proxyaddr from 'proxy-addr'
 import { createSecureContext } from 'node:tls'
-import { MiB, minute, second } from './constants.js'
+import { MIN_TOKEN_LENGTH, MiB, minute, second } from './constants.js'
 import { readPolicy } from './policy.js'
 
 /** What an option of each kind holds; `limit-*` kinds take 0 for "no limit". */
@@ -22,6 +22,8 @@ interface KindValues {
   'proxy-trust': number | string
   /** Origins (`scheme://host[:port]`); the command and variable take them comma-separated. */
   origins: readonly string[]
+  /** A secret: at least `MIN_TOKEN_LENGTH` visible ASCII characters; never written in a message. */
+  token: string
 }
 
 export type OptionKind = keyof KindValues
@@ -103,6 +105,7 @@ const TABLE = [
   // no default: any origin, as the old server
   { key: 'allowedOrigins', flag: 'allowedOrigins', env: 'ALLOWED_ORIGINS', kind: 'origins', describe: 'origins browsers may connect from (comma-separated, e.g. https://app.example); others are refused' },
   { key: 'requireOrigin', flag: 'requireOrigin', env: 'REQUIRE_ORIGIN', kind: 'boolean', library: false, describe: 'refuse connections without an Origin header (Node.js peers send none)' },
+  { key: 'adminToken', flag: 'adminToken', env: 'ADMIN_TOKEN', kind: 'token', describe: 'bearer token of the operator\'s view (/admin/peers); without it the view is off' },
   { key: 'redis', flag: 'redis', env: 'REDIS_URL', kind: 'redis-url', describe: 'Redis URL (redis://host:port): run as one node of a cluster sharing peers through it' },
   { key: 'clusterNodeTimeoutMS', flag: 'clusterNodeTimeoutMS', env: 'CLUSTER_NODE_TIMEOUT_MS', kind: 'ms', library: 30 * second, describe: 'cluster mode: a node silent this long is dead and its peers are purged, in ms' },
   // the primary forks the workers itself (workers.ts): start() runs one process
@@ -277,6 +280,13 @@ const PARSERS: Parsers = {
       throw new OptionError(option, bad)
     }
     return list.join(',')
+  },
+  token: (raw, option) => {
+    // the value is a secret: the message describes it and never quotes it
+    if (typeof raw !== 'string' || raw.length < MIN_TOKEN_LENGTH || !/^[\x21-\x7e]+$/.test(raw)) {
+      throw new OptionError(option, `must be at least ${MIN_TOKEN_LENGTH} visible ASCII characters, without spaces`)
+    }
+    return raw
   },
   origins: (raw, option) => {
     const list = typeof raw === 'string' ? raw.split(',') : Array.isArray(raw) ? raw as unknown[] : undefined

@@ -6,13 +6,14 @@
  */
 import type { Registry as PromRegistry } from 'prom-client'
 import debug from 'debug'
+import { Admin } from './admin.js'
 import { Certificates } from './certificates.js'
 import { Challenges } from './challenge.js'
 import { ClusterNode } from './cluster/node.js'
 import { ClusterRouter } from './cluster/router.js'
 import { RELAY_LOW_WATER_RATIO, SLOW_PEER_ANNOUNCE_BYTES, STOP_FLUSH_MS } from './constants.js'
 import { Discovery } from './discovery.js'
-import { ClientAddresses, closeTransports } from './engine.js'
+import { ClientAddresses, closeTransports, transportOf } from './engine.js'
 import { Fanout } from './fanout.js'
 import type { Server as HttpServer } from 'node:http'
 import { createServer, secureContextSetter } from './http.js'
@@ -61,6 +62,8 @@ export class Parts {
   readonly policy: PeerPolicy
   readonly joins: Joins
   readonly relay: Relay
+  /** The operator's view, `/admin/…` (404 without `--adminToken`); in cluster mode it answers the other nodes too. */
+  readonly admin: Admin
   /** HTTPS only: the key material, read again on SIGHUP and when its files change. */
   readonly certificates: Certificates | undefined
   /** Cluster mode only: this process as a node of the cluster. */
@@ -85,7 +88,8 @@ export class Parts {
     this.http = createServer(config.tls, {
       page: (hostHeader, secure) => renderPage(websocketStarAddress(hostHeader, secure), this.figures()),
       metrics: this.metrics.enabled && options.worker?.scrape !== undefined ? options.worker.scrape : this.metrics.scrape,
-      health: () => this.health()
+      health: () => this.health(),
+      admin: async (request) => await this.admin.handle(request)
     })
     const setSecureContext = secureContextSetter(this.http)
     this.certificates = config.tls !== undefined && setSecureContext !== undefined
@@ -105,7 +109,7 @@ export class Parts {
     this.limits = new Limits(config, this.io, registry, addresses, this.metrics.connectionClosed)
     const cluster = config.redis === undefined
       ? undefined
-      : new ClusterNode({ io: this.io, describe: () => ({ listeners: this.discovery.listeners, peers: registry.size }), purged: this.metrics.purged }, { redis: config.redis, clusterNodeTimeoutMS: config.clusterNodeTimeoutMS })
+      : new ClusterNode({ io: this.io, describe: () => ({ listeners: this.discovery.listeners, peers: registry.size }), purged: this.metrics.purged, admin: (query) => this.admin.answer(query) }, { redis: config.redis, clusterNodeTimeoutMS: config.clusterNodeTimeoutMS })
     this.cluster = cluster
     this.discovery = new Discovery({
       announcer: new Fanout(this.io, SLOW_PEER_ANNOUNCE_BYTES),
@@ -140,6 +144,15 @@ export class Parts {
           }
         : {})
     }, { ...config, relayLowWaterBytes: Math.floor(config.relayHighWaterBytes * RELAY_LOW_WATER_RATIO) })
+    this.admin = new Admin({
+      registry,
+      relayedBytesOf: (id) => this.relay.relayedBytesOf(id),
+      clientAddressOf: (socket) => addresses.ofSocket(socket),
+      transportOf,
+      removePeer: (matches) => this.joins.removePeer(matches),
+      metrics: this.metrics,
+      ...(cluster !== undefined ? { cluster } : {})
+    }, config.adminToken)
     if (cluster !== undefined) new ClusterRouter({ node: cluster, registry, joins: this.joins, relay: this.relay, discovery: this.discovery })
     const joins = options.joinHandlers?.(this.joins) ?? this.joins
     wireSockets(this.io, { joins, relay: this.relay, limits: this.limits, metrics: this.metrics, addresses })

@@ -102,7 +102,7 @@ function ackOf (args: unknown[]): Ack | undefined {
   return typeof last === 'function' ? last as Ack : undefined
 }
 
-function isAddressString (value: unknown): value is string {
+export function isAddressString (value: unknown): value is string {
   return typeof value === 'string' && value.length > 0 && value.length <= MAX_ADDRESS_LENGTH
 }
 
@@ -154,6 +154,8 @@ export function isRejected (request: object): request is Rejected {
 export interface ServerSideEvents {
   /** A broadcast from another node, encoded and checked by cluster/messages.ts. */
   'rendezvous:node': (message: unknown) => void
+  /** A query of the admin view, checked by admin.ts; each node replies with its own answer. */
+  'rendezvous:admin': (query: unknown, reply: (answer: unknown) => void) => void
 }
 
 /** The Socket.IO server and sockets, typed by the maps above. */

@@ -667,17 +667,20 @@ describe('Parties', () => {
     calls: string[]
     used: Set<Party>
     context: Recorder
+    /** The parties let go of, with what each relayed. */
+    removed: string[]
   }
 
   function setup (): Setup {
     const backpressure = new Backpressure(MARKS)
     const calls: string[] = []
     const used = new Set<Party>()
+    const removed: string[] = []
     const parties = new Parties({
       queue: (stream, chunk) => { calls.push(`queue ${stream.name} ${chunk.toString('hex')}`); stream.dial.carry(stream, chunk) },
       end: (stream, end: End) => { calls.push(`end ${stream.name} ${String(end)}`); stream.dial.endStream(stream, end) },
       accept: (stream) => { calls.push(`accept ${stream.name}`); stream.dial.accept(stream) }
-    }, (p) => { backpressure.drained(p, () => undefined) }, (p) => used.has(p))
+    }, (p) => { backpressure.drained(p, () => undefined) }, (p) => used.has(p), (p) => { removed.push(`${p.key} ${p.relayed}`) })
     const endpoints = new Map<string, FakeEndpoint>()
     const make = (key: string): Party => parties.open(key, () => {
       const endpoint = new FakeEndpoint(key)
@@ -689,7 +692,7 @@ describe('Parties', () => {
     const context = new Recorder(LIMITS, backpressure)
     const dial = new Dial({ id: 'd1', from: '/a', to: '/b', ack: () => undefined, startedAt: 0n }, dialer, listener, context)
     dial.answer(undefined)
-    return { parties, dialer, listener, dialerEnd: endpoints.get('dialer') as FakeEndpoint, listenerEnd: endpoints.get('listener') as FakeEndpoint, dial, calls, used, context }
+    return { parties, dialer, listener, dialerEnd: endpoints.get('dialer') as FakeEndpoint, listenerEnd: endpoints.get('listener') as FakeEndpoint, dial, calls, used, context, removed }
   }
 
   it('opens one party per key', () => {
@@ -818,6 +821,19 @@ describe('Parties', () => {
     assert.equal(s.listenerEnd.closes, 1)
   })
 
+  it('counts the bytes relayed on both sides, held ones once delivered, and tells whom it lets go of once', () => {
+    const s = setup()
+    s.parties.dispatch(s.dialer, 'queue', 'd1.dialer', Buffer.alloc(3))
+    assert.equal(s.dialer.relayed, 0, 'held until the listener accepts')
+    s.parties.dispatch(s.listener, 'accept', 'd1.dialer', undefined)
+    s.parties.dispatch(s.dialer, 'accept', 'd1.listener', undefined)
+    s.parties.dispatch(s.listener, 'queue', 'd1.listener', Buffer.alloc(5))
+    assert.deepEqual([s.dialer.relayed, s.listener.relayed], [8, 3 + 5])
+    s.parties.remove(s.listener)
+    s.parties.remove(s.listener)
+    assert.deepEqual(s.removed, ['listener 8'])
+  })
+
   it('removes a party whatever it takes part in, closing its endpoint once', () => {
     const s = setup()
     s.parties.remove(s.listener)
@@ -835,7 +851,7 @@ describe('Parties', () => {
 
   it('calls the drained callback with the party whose endpoint drained', () => {
     const drained: Party[] = []
-    const parties = new Parties({ queue: () => undefined, end: () => undefined, accept: () => undefined }, (p) => drained.push(p), () => false)
+    const parties = new Parties({ queue: () => undefined, end: () => undefined, accept: () => undefined }, (p) => drained.push(p), () => false, () => undefined)
     let signal: () => void = () => undefined
     const p = parties.open('k', (d) => { signal = d; return new FakeEndpoint('k') })
     signal()

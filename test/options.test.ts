@@ -49,6 +49,7 @@ interface ExpectedConfig {
   trustProxy?: number | string
   allowedOrigins?: readonly string[]
   requireOrigin: boolean
+  adminToken?: string
   redis?: string
   clusterNodeTimeoutMS: number
 }
@@ -65,7 +66,7 @@ type Holds<T extends true> = T
 export type DerivedTypes = [
   Holds<Equal<Config, ExpectedConfig>>,
   Holds<Equal<Options, Flat<ExpectedOptions>>>,
-  Holds<Equal<Defaults, Omit<ExpectedConfig, 'tls' | 'tlsFiles' | 'redis' | 'peerPolicy' | 'trustProxy' | 'allowedOrigins'>>>,
+  Holds<Equal<Defaults, Omit<ExpectedConfig, 'tls' | 'tlsFiles' | 'redis' | 'peerPolicy' | 'trustProxy' | 'allowedOrigins' | 'adminToken'>>>,
   Holds<Equal<CommandOptions, { workers?: number }>>
 ]
 
@@ -148,6 +149,13 @@ describe('each kind of option', () => {
     assert.equal(parse('proxy-trust', '192.168.1.0/255.255.255.0'), '192.168.1.0/255.255.255.0')
     for (const bad of ['', 'nginx', '10.0.0.0/33', '1.2.3', -1, 1.5]) {
       refuses(() => parse('proxy-trust', bad), `x: ${JSON.stringify(bad)} is not a hop count or a comma-separated list of addresses, CIDRs, loopback, linklocal or uniquelocal`)
+    }
+  })
+
+  it('a token is 16 or more visible ASCII characters, and a refusal never quotes it', () => {
+    assert.equal(parse('token', 'abcdefghijklmnop'), 'abcdefghijklmnop')
+    for (const bad of ['short-secret-15', 'sixteen chars ok', 'tab\tin-the-middle!', '', 42]) {
+      refuses(() => parse('token', bad), 'x: must be at least 16 visible ASCII characters, without spaces')
     }
   })
 
@@ -325,9 +333,9 @@ describe('the table of options', () => {
     assert.deepEqual(aliases, ['p', 'h'])
   })
 
-  it('gives a default to every option but TLS, the peer policy, the proxies, the origins, Redis and --workers, one its own parser accepts', () => {
+  it('gives a default to every option but TLS, the peer policy, the proxies, the origins, the admin token, Redis and --workers, one its own parser accepts', () => {
     const without = every.filter((spec) => spec.library === undefined).map((spec) => spec.key)
-    assert.deepEqual(without, ['key', 'cert', 'pfx', 'passphrase', 'peerPolicy', 'trustProxy', 'allowedOrigins', 'redis', 'workers'])
+    assert.deepEqual(without, ['key', 'cert', 'pfx', 'passphrase', 'peerPolicy', 'trustProxy', 'allowedOrigins', 'adminToken', 'redis', 'workers'])
     for (const spec of every) {
       for (const value of [spec.library, spec.cli]) {
         if (value === undefined) continue

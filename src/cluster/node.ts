@@ -35,6 +35,8 @@ const log = debug('rendezvous:cluster')
 
 /** The Socket.IO event that carries broadcasts between nodes (through the adapter's `serverSideEmit`). */
 const BROADCAST_EVENT = 'rendezvous:node'
+/** The Socket.IO event that carries the admin view's queries, answered by every other node. */
+const ADMIN_EVENT = 'rendezvous:admin'
 
 export interface ClusterConfig {
   redis: string
@@ -63,6 +65,8 @@ export interface ClusterComponents {
   describe: () => NodeInfo
   /** Told how many addresses of a dead node this node purged. */
   purged?: (addresses: number) => void
+  /** This node's answer to another node's admin query (admin.ts checks it). */
+  admin?: (query: unknown) => unknown
 }
 
 /** This process as one node of the cluster: its link to Redis and to the other nodes. */
@@ -79,12 +83,14 @@ export class ClusterNode extends EventEmitter<ClusterEvents> {
   private readonly io: SocketServer
   private readonly describe: () => NodeInfo
   private readonly purged: (addresses: number) => void
+  private readonly admin: (query: unknown) => unknown
 
   constructor (components: ClusterComponents, private readonly config: ClusterConfig) {
     super()
     this.io = components.io
     this.describe = components.describe
     this.purged = components.purged ?? (() => {})
+    this.admin = components.admin ?? (() => null)
     const retryStrategy = (attempt: number): number => Math.min(CLUSTER_RECONNECT_MAX_DELAY_MS, CLUSTER_RECONNECT_BASE_DELAY_MS * 2 ** Math.min(attempt, 6))
     this.commands = defineScripts(new Redis(config.redis, {
       lazyConnect: true,
@@ -135,6 +141,9 @@ export class ClusterNode extends EventEmitter<ClusterEvents> {
     this.io.on(BROADCAST_EVENT, (raw: unknown) => {
       if (Buffer.isBuffer(raw)) this.received(raw)
       else log('unreadable broadcast from another node')
+    })
+    this.io.on(ADMIN_EVENT, (query: unknown, reply: unknown) => {
+      if (typeof reply === 'function') (reply as (answer: unknown) => void)(this.admin(query))
     })
     this.subscriber.connect().catch(() => {})
     const ready = new Promise<void>((resolve) => { this.commands.once('ready', () => { resolve() }) })
@@ -229,6 +238,27 @@ export class ClusterNode extends EventEmitter<ClusterEvents> {
       }
     }
     this.io.removeAllListeners(BROADCAST_EVENT)
+    this.io.removeAllListeners(ADMIN_EVENT)
+  }
+
+  /**
+   * Every other node's answer to an admin query (unchecked: admin.ts checks
+   * them), and whether all answered; the adapter waits for them up to 5 s.
+   */
+  async ask (query: unknown): Promise<{ answers: unknown[], complete: boolean }> {
+    if (!this.connected) return { answers: [], complete: this.alive.size === 0 }
+    return await new Promise((resolve) => {
+      const answered = (err: Error | null, answers: unknown): void => {
+        resolve({ answers: Array.isArray(answers) ? answers : [], complete: err === null })
+      }
+      // the adapter's own method, whose promise says when Redis failed (the server's would leave it unhandled);
+      // the sharded Redis adapter is a ClusterAdapter, whose serverSideEmit returns that promise
+      const adapter = this.io.of('/').adapter as unknown as { serverSideEmit: (packet: unknown[]) => Promise<unknown> }
+      adapter.serverSideEmit([ADMIN_EVENT, query, answered]).catch((err: unknown) => {
+        log('admin query: %s', errorMessage(err))
+        resolve({ answers: [], complete: false })
+      })
+    })
   }
 
   /** Closes the Redis connections; after `leave` and after the adapter is closed (`io.close()`). */

@@ -108,6 +108,7 @@ export class ListenerProxy {
       case 'write':
         party.endpoint.write(message.event, message.chunk)
         origin.written += message.chunk.length
+        party.relayed += message.chunk.length
         this.components.delivered(message.chunk.length)
         if (this.components.backpressure.isDrained(party.endpoint.backlog)) this.report(origin)
         return
@@ -156,6 +157,7 @@ export class ListenerProxy {
         return true
       }
       origin.forwarded += chunk.length
+      party.relayed += chunk.length
       this.send(origin, { t: 'chunk', ...base, chunk })
       // the path to that node backs up: stop reading until it catches up
       if (!origin.holding && this.components.backpressure.isOver(origin.forwarded - origin.received)) {

@@ -245,6 +245,8 @@ export class Dial {
 
   private deliver (stream: Stream, chunk: Buffer): void {
     stream.receiver.endpoint.write(streamEvent('queue', stream.name), chunk)
+    stream.sender.relayed += chunk.length
+    stream.receiver.relayed += chunk.length
     this.context.delivered(chunk.length)
   }
 

@@ -49,6 +49,8 @@ export class Relay {
   private streamCount = 0
   private dialCount = 0
   private relayedBytes = 0
+  /** What local connections relayed through parties since let go of; each entry goes with its connection. */
+  private readonly relayedEarlier = new Map<string, number>()
   private draining = false
   private idle: Array<() => void> = []
 
@@ -58,7 +60,7 @@ export class Relay {
       queue: (stream, chunk) => { stream.dial.carry(stream, chunk) },
       end: (stream, end) => { stream.dial.endStream(stream, end) },
       accept: (stream) => { stream.dial.accept(stream) }
-    }, (party) => { this.drained(party) }, (party) => this.proxy?.serves(party) === true)
+    }, (party) => { this.drained(party) }, (party) => this.proxy?.serves(party) === true, (party) => { this.removed(party) })
     this.context = {
       limits: config,
       backpressure: this.backpressure,
@@ -107,6 +109,11 @@ export class Relay {
   /** Bytes delivered to receivers since start. */
   get bytesRelayed (): number {
     return this.relayedBytes
+  }
+
+  /** Bytes relayed to or from the local connection `id` since it connected. */
+  relayedBytesOf (id: string): number {
+    return (this.relayedEarlier.get(id) ?? 0) + (this.parties.get(id)?.relayed ?? 0)
   }
 
   /** Connections not read from now, held back by a congested receiver. */
@@ -185,6 +192,7 @@ export class Relay {
   connectionClosed (socket: PeerSocket): void {
     const party = this.parties.get(socket.id)
     if (party !== undefined) this.gone(party)
+    this.relayedEarlier.delete(socket.id)
   }
 
   /** A node is gone, or out of reach: end every stream shared with it. */
@@ -219,6 +227,7 @@ export class Relay {
     }
     this.proxy?.stop()
     for (const party of [...this.parties.values()]) this.parties.remove(party)
+    this.relayedEarlier.clear()
   }
 
   private async locate (address: string): Promise<Holder | PeerSocket | undefined> {
@@ -256,6 +265,12 @@ export class Relay {
     this.dialCount--
     this.parties.releaseIfIdle(dial.dialer)
     this.parties.releaseIfIdle(dial.listener)
+  }
+
+  /** A party let go of: a connection still here keeps its count (parties of other nodes' connections are not counted). */
+  private removed (party: Party): void {
+    if (party.relayed === 0 || this.components.connection(party.key) === undefined) return
+    this.relayedEarlier.set(party.key, (this.relayedEarlier.get(party.key) ?? 0) + party.relayed)
   }
 
   private drained (party: Party): void {

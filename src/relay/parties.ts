@@ -25,6 +25,8 @@ export class Party implements Receiver<Stream> {
   readonly dials = new Set<Dial>()
   /** Streams into this connection whose sender waits for it to drain. */
   readonly waiting = new Set<Stream>()
+  /** Bytes relayed to or from this connection while this party lives (`Parties` hands them on when it goes). */
+  relayed = 0
 
   /** @param endpoint makes the endpoint, given the callback for when its output may have drained */
   constructor (readonly key: string, endpoint: (drained: () => void) => Endpoint, drained: (party: Party) => void) {
@@ -73,11 +75,14 @@ export class Parties {
   /**
    * @param inUse whether something besides its dials keeps a party (a
    * dial made on another node to this connection)
+   * @param removed told of each party let go of
    */
   constructor (
     private readonly handlers: StreamHandlers,
     private readonly drained: (party: Party) => void,
-    private readonly inUse: (party: Party) => boolean
+    private readonly inUse: (party: Party) => boolean,
+    /** Told of each party let go of, so that what it relayed is not lost. */
+    private readonly removed: (party: Party) => void
   ) {}
 
   get size (): number {
@@ -113,6 +118,7 @@ export class Parties {
     if (this.byKey.get(party.key) !== party) return
     party.endpoint.close()
     this.byKey.delete(party.key)
+    this.removed(party)
   }
 
   /** A stream event (`queue`, `error` or `accept`) from `party`. */
