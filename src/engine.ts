@@ -17,9 +17,8 @@
  * - Closing connections at the transport level (`terminate`, `closeTransports`)
  *   and the engine's own connection list and events (`engineConnections`,
  *   `onEngineConnection`).
- * - The client's address of each connection (`ClientAddresses`): the TCP
- *   peer's, or with `--trustProxy` the one trusted proxies forwarded, read
- *   once from the handshake request.
+ * - The handshake request of a connection (`requestOf`), from which
+ *   client-addresses.ts reads the client's address.
  * - `--workers`: what @socket.io/sticky and Node's `node:cluster` do not
  *   offer for handing connections to workers (`handOverUnread`,
  *   `closeUntaken`, `holdBack`).
@@ -28,8 +27,8 @@ import { EventEmitter } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Worker } from 'node:cluster'
 import { Socket } from 'node:net'
-import proxyaddr from 'proxy-addr'
 import * as ws from 'ws'
+import type { ClientAddresses } from './client-addresses.js'
 import { HEARTBEAT_HOLD_MS } from './constants.js'
 import type { PeerSocket, SocketServer } from './protocol.js'
 
@@ -267,42 +266,9 @@ function engineConnections (io: SocketServer): EngineSocket[] {
   return Object.values((io.engine as unknown as { clients: Record<string, EngineSocket> }).clients)
 }
 
-/**
- * The client's address of each connection: the TCP peer's, or, when the
- * peer is a trusted proxy, the one it forwarded in `X-Forwarded-For`
- * (proxy-addr reads the header from the right, hop by hop, and stops at the
- * first address not trusted, so a client cannot prepend its way past a
- * limit). Read from the handshake request once: the refusal of a handshake
- * and the connection it opens share it.
- */
-export class ClientAddresses {
-  private readonly trust: (address: string, hop: number) => boolean
-  private readonly known = new WeakMap<IncomingMessage, string>()
-
-  /** @param trustProxy hops to trust, or proxies' addresses and CIDRs (comma-separated); none when undefined */
-  constructor (trustProxy: number | string | undefined) {
-    this.trust = trustProxy === undefined
-      ? () => false
-      : typeof trustProxy === 'number'
-        ? (_address, hop) => hop < trustProxy
-        : proxyaddr.compile(trustProxy.split(',').map((s) => s.trim()))
-  }
-
-  /** The client's address for a handshake (or any) request. */
-  of (req: IncomingMessage): string {
-    let address = this.known.get(req)
-    if (address === undefined) {
-      // a socket already destroyed has no address
-      address = req.socket.remoteAddress === undefined ? '' : proxyaddr(req, this.trust)
-      this.known.set(req, address)
-    }
-    return address
-  }
-
-  /** The client's address of a Socket.IO connection, from its Engine.IO handshake. */
-  ofSocket (socket: PeerSocket): string {
-    return this.of(engineOf(socket).request)
-  }
+/** The Engine.IO handshake request of a connection (its headers and TCP peer). */
+export function requestOf (socket: PeerSocket): IncomingMessage {
+  return engineOf(socket).request
 }
 
 /**
@@ -310,7 +276,7 @@ export class ClientAddresses {
  * it starts (before Socket.IO sees it, so that a handshake can be refused on
  * its count), and `closed` with the same address when it ends.
  */
-export function onEngineConnection (io: SocketServer, addresses: ClientAddresses, opened: (address: string) => void, closed: (address: string) => void): void {
+export function onEngineConnection (io: SocketServer, addresses: Pick<ClientAddresses, 'of'>, opened: (address: string) => void, closed: (address: string) => void): void {
   io.engine.on('connection', (conn: EngineSocket) => {
     const ip = addresses.of(conn.request)
     opened(ip)

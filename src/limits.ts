@@ -8,7 +8,8 @@
 import type { IncomingMessage } from 'node:http'
 import debug from 'debug'
 import { LIMITS_SWEEP_MS } from './constants.js'
-import { onEngineConnection, terminate, unsentBytes, type ClientAddresses } from './engine.js'
+import type { ClientAddresses } from './client-addresses.js'
+import { onEngineConnection, terminate, unsentBytes } from './engine.js'
 import { ERRORS, type PeerSocket, type SocketServer } from './protocol.js'
 import type { Registry } from './registry.js'
 

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import proxyaddr from 'proxy-addr'
 import { createSecureContext } from 'node:tls'
+import type { ProxyHeader } from './client-addresses.js'
 import { MIN_TOKEN_LENGTH, MiB, minute, second } from './constants.js'
 import { readPolicy } from './policy.js'
 
@@ -20,6 +21,8 @@ interface KindValues {
   boolean: boolean
   /** Hops to trust (a count), or the proxies' addresses and CIDRs, as Express's `trust proxy` takes them. */
   'proxy-trust': number | string
+  /** Where trusted proxies put the client's address. */
+  'proxy-header': ProxyHeader
   /** Origins (`scheme://host[:port]`); the command and variable take them comma-separated. */
   origins: readonly string[]
   /** A secret: at least `MIN_TOKEN_LENGTH` visible ASCII characters; never written in a message. */
@@ -103,6 +106,7 @@ const TABLE = [
   // no default: trust no proxy, every address is the TCP peer's
   { key: 'trustProxy', flag: 'trustProxy', env: 'TRUST_PROXY', kind: 'proxy-trust', describe: 'proxies whose X-Forwarded-For is believed: a hop count, or addresses/CIDRs (comma-separated; loopback, linklocal, uniquelocal)' },
   // no default: any origin, as the old server
+  { key: 'proxyHeader', flag: 'proxyHeader', env: 'PROXY_HEADER', kind: 'proxy-header', library: 'x-forwarded-for', describe: 'the header trusted proxies forward the client address in: x-forwarded-for or forwarded (RFC 7239)' },
   { key: 'allowedOrigins', flag: 'allowedOrigins', env: 'ALLOWED_ORIGINS', kind: 'origins', describe: 'origins browsers may connect from (comma-separated, e.g. https://app.example); others are refused' },
   { key: 'requireOrigin', flag: 'requireOrigin', env: 'REQUIRE_ORIGIN', kind: 'boolean', library: false, describe: 'refuse connections without an Origin header (Node.js peers send none)' },
   { key: 'adminToken', flag: 'adminToken', env: 'ADMIN_TOKEN', kind: 'token', describe: 'bearer token of the operator\'s view (/admin/peers); without it the view is off' },
@@ -280,6 +284,11 @@ const PARSERS: Parsers = {
       throw new OptionError(option, bad)
     }
     return list.join(',')
+  },
+  'proxy-header': (raw, option) => {
+    const word = typeof raw === 'string' ? raw.trim().toLowerCase() : ''
+    if (word !== 'x-forwarded-for' && word !== 'forwarded') throw new OptionError(option, `${JSON.stringify(raw)} is not x-forwarded-for or forwarded`)
+    return word
   },
   token: (raw, option) => {
     // the value is a secret: the message describes it and never quotes it

@@ -13,7 +13,8 @@ import { ClusterNode } from './cluster/node.js'
 import { ClusterRouter } from './cluster/router.js'
 import { RELAY_LOW_WATER_RATIO, SLOW_PEER_ANNOUNCE_BYTES, STOP_FLUSH_MS } from './constants.js'
 import { Discovery } from './discovery.js'
-import { ClientAddresses, closeTransports, transportOf } from './engine.js'
+import { ClientAddresses } from './client-addresses.js'
+import { closeTransports, transportOf } from './engine.js'
 import { Fanout } from './fanout.js'
 import type { Server as HttpServer } from 'node:http'
 import { createServer, secureContextSetter } from './http.js'
@@ -95,7 +96,7 @@ export class Parts {
     this.certificates = config.tls !== undefined && setSecureContext !== undefined
       ? new Certificates(config.tls, config.tlsFiles ?? {}, setSecureContext)
       : undefined
-    const addresses = new ClientAddresses(config.trustProxy)
+    const addresses = new ClientAddresses(config.trustProxy, config.proxyHeader)
     this.io = createSocketServer(this.http, config, (req) => {
       if (this.isDraining) return ERRORS.SHUTTING_DOWN
       const origin = originRefusal(req, config)

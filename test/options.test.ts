@@ -47,6 +47,7 @@ interface ExpectedConfig {
   pingIntervalMS: number
   pingTimeoutMS: number
   trustProxy?: number | string
+  proxyHeader: 'x-forwarded-for' | 'forwarded'
   allowedOrigins?: readonly string[]
   requireOrigin: boolean
   adminToken?: string
@@ -150,6 +151,12 @@ describe('each kind of option', () => {
     for (const bad of ['', 'nginx', '10.0.0.0/33', '1.2.3', -1, 1.5]) {
       refuses(() => parse('proxy-trust', bad), `x: ${JSON.stringify(bad)} is not a hop count or a comma-separated list of addresses, CIDRs, loopback, linklocal or uniquelocal`)
     }
+  })
+
+  it('a proxy header is x-forwarded-for or forwarded, in any case', () => {
+    assert.equal(parse('proxy-header', ' Forwarded '), 'forwarded')
+    assert.equal(parse('proxy-header', 'X-Forwarded-For'), 'x-forwarded-for')
+    for (const bad of ['x-real-ip', '', 1]) refuses(() => parse('proxy-header', bad), `x: ${JSON.stringify(bad)} is not x-forwarded-for or forwarded`)
   })
 
   it('a token is 16 or more visible ASCII characters, and a refusal never quotes it', () => {

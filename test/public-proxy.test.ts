@@ -1,7 +1,9 @@
 /**
  * `--trustProxy`: behind the nginx of docker-compose.yml the per-address
- * limit counts the address nginx forwards, and a forged X-Forwarded-For from
- * a peer that is not a trusted proxy changes nothing.
+ * limit, the logs and the admin view have the address nginx forwards, and a
+ * forged X-Forwarded-For from a peer that is not a trusted proxy changes
+ * nothing; with `--proxyHeader=forwarded` the address comes from RFC 7239's
+ * `Forwarded` instead, and X-Forwarded-For is ignored.
  */
 import assert from 'node:assert/strict'
 import { Agent } from 'node:http'
@@ -9,7 +11,20 @@ import { after, before, describe, it } from 'node:test'
 import { Cleanup } from './helpers/cleanup.js'
 import { connect, type Client, type Transport } from './helpers/clients.js'
 import { NO_NGINX, startNginx, type NginxProcess } from './helpers/nginx.js'
-import { startServer } from './helpers/server.js'
+import { request } from './helpers/http.js'
+import { startCli, startServer } from './helpers/server.js'
+import { joinWithoutChallenge } from './helpers/join.js'
+import { randomAddress } from './helpers/keys.js'
+import { until } from './helpers/wait.js'
+
+const TOKEN = 'public-proxy-admin-token'
+
+/** The client addresses the admin view lists for the joined peers of the server at `url`. */
+async function listedAddresses (url: string): Promise<string[]> {
+  const res = await request(`${url}/admin/peers`, { headers: { authorization: `Bearer ${TOKEN}` } })
+  assert.equal(res.status, 200, res.body)
+  return (JSON.parse(res.body) as { peers: Array<{ clientAddress: string }> }).peers.map((p) => p.clientAddress).sort()
+}
 
 /** socket.io-client 4.x options for a client whose TCP connections start from `localAddress`. */
 function from (localAddress: string, cleanup: Cleanup): Record<string, unknown> {
@@ -28,7 +43,7 @@ for (const transport of ['websocket', 'polling'] as const) {
     let server: Awaited<ReturnType<typeof startServer>> | undefined
     let nginx: NginxProcess | undefined
     before(async () => {
-      server = await startServer({ trustProxy: '127.0.0.1', maxConnectionsPerIP: 1 })
+      server = await startServer({ trustProxy: '127.0.0.1', maxConnectionsPerIP: 1, adminToken: TOKEN, cryptoChallenge: false })
       const started = server
       cleanup.add(async () => { await started.stop() })
       // the compose file has three upstream servers: all three are this one
@@ -48,6 +63,9 @@ for (const transport of ['websocket', 'polling'] as const) {
       assert.equal(server.stats().remoteAddresses, 2)
       await refused(nginx.url, transport, from('127.0.0.2', cleanup))
       assert.equal(server.stats().remoteAddresses, 2)
+      // the operator sees them by the same addresses
+      for (const c of clients) await joinWithoutChallenge(c, randomAddress())
+      assert.deepEqual(await listedAddresses(server.url), ['127.0.0.2', '127.0.0.3'])
     })
   })
 
@@ -65,3 +83,26 @@ for (const transport of ['websocket', 'polling'] as const) {
     })
   })
 }
+
+describe('--proxyHeader=forwarded', () => {
+  const cleanup = new Cleanup()
+  after(async () => { await cleanup.run() })
+
+  it('takes the client address from Forwarded (in the logs, the limits and the admin view) and ignores X-Forwarded-For', async () => {
+    const cli = await startCli(['--trustProxy=loopback', '--proxyHeader=forwarded', '--disableCryptoChallenge', '--maxConnectionsPerIP=1'], { ADMIN_TOKEN: TOKEN, DEBUG: 'rendezvous:socket' })
+    cleanup.add(async () => { await cli.stop('SIGKILL') })
+    const headers = { Forwarded: 'for=198.51.100.7;proto=https, for="[2001:db8::1]:4711"', 'X-Forwarded-For': '203.0.113.9' }
+    const first = await connect(cli.uri, 'v4', 'websocket', { extraHeaders: headers })
+    cleanup.add(async () => { await first.close() })
+    // a second connection from the same forwarded address is over the limit; one from another is not
+    await refused(cli.uri, 'websocket', { extraHeaders: headers })
+    const second = await connect(cli.uri, 'v4', 'websocket', { extraHeaders: { Forwarded: 'for=198.51.100.8' } })
+    cleanup.add(async () => { await second.close() })
+    // malformed: ignored, the TCP peer is the client
+    const third = await connect(cli.uri, 'v4', 'websocket', { extraHeaders: { Forwarded: 'for=="' } })
+    cleanup.add(async () => { await third.close() })
+    for (const c of [first, second, third]) await joinWithoutChallenge(c, randomAddress())
+    assert.deepEqual(await listedAddresses(cli.uri), ['127.0.0.1', '198.51.100.8', '2001:db8::1'])
+    await until(() => /connected over websocket from 2001:db8::1\n/.test(cli.output().stderr), 'the log line with the forwarded address')
+  })
+})
