@@ -315,6 +315,7 @@ describe('defaults', () => {
       maxMessageBytes: 4_194_304,
       pingIntervalMS: 25_000,
       pingTimeoutMS: 20_000,
+      proxyHeader: 'x-forwarded-for',
       requireOrigin: false,
       clusterNodeTimeoutMS: 30_000
     })
