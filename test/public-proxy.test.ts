@@ -10,7 +10,7 @@ import { Agent } from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import { Cleanup } from './helpers/cleanup.js'
 import { connect, type Client, type Transport } from './helpers/clients.js'
-import { NO_NGINX, startNginx, type NginxProcess } from './helpers/nginx.js'
+import { composeTrustProxy, NO_NGINX, startNginx, type NginxProcess } from './helpers/nginx.js'
 import { request } from './helpers/http.js'
 import { startCli, startServer } from './helpers/server.js'
 import { joinWithoutChallenge } from './helpers/join.js'
@@ -43,7 +43,8 @@ for (const transport of ['websocket', 'polling'] as const) {
     let server: Awaited<ReturnType<typeof startServer>> | undefined
     let nginx: NginxProcess | undefined
     before(async () => {
-      server = await startServer({ trustProxy: '127.0.0.1', maxConnectionsPerIP: 1, adminToken: TOKEN, cryptoChallenge: false })
+      // as docker-compose.yml sets it for the nodes behind this nginx
+      server = await startServer({ trustProxy: composeTrustProxy(), maxConnectionsPerIP: 1, adminToken: TOKEN, cryptoChallenge: false })
       const started = server
       cleanup.add(async () => { await started.stop() })
       // the compose file has three upstream servers: all three are this one

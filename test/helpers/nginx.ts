@@ -29,6 +29,13 @@ export const NO_NGINX: string | false = NGINX_EXECUTABLE === undefined
   ? `nginx not installed: no executable at ${process.env.NGINX_PATH !== undefined ? `NGINX_PATH=${process.env.NGINX_PATH}` : '/usr/sbin/nginx, /usr/bin/nginx or nginx on PATH'} (apt-get install nginx)`
   : false
 
+/** TRUST_PROXY as docker-compose.yml sets it for the nodes behind its nginx, as `start()` takes it. */
+export function composeTrustProxy (): number | string {
+  const match = /^\s+TRUST_PROXY: "([^"]+)"\s*$/m.exec(readFileSync(COMPOSE_FILE, 'utf8'))
+  if (match?.[1] === undefined) throw new Error(`no TRUST_PROXY in ${COMPOSE_FILE}`)
+  return /^\d+$/.test(match[1]) ? Number(match[1]) : match[1]
+}
+
 /** The nginx configuration of docker-compose.yml, dedented, with Compose's `$$` as nginx's `$`. */
 export function composeNginxConfig (): string {
   const lines = readFileSync(COMPOSE_FILE, 'utf8').split('\n')
