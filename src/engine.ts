@@ -61,6 +61,8 @@ interface EngineSocket extends EventEmitter {
   pingTimeoutTimer?: NodeJS.Timeout | null
   /** Packets Engine.IO holds until the transport can take them. */
   writeBuffer?: Array<{ data?: unknown }>
+  /** The Engine.IO protocol revision the client speaks: 3 (socket.io-client 2.x) or 4. */
+  protocol: number
   close: (discard?: boolean) => void
 }
 
@@ -95,6 +97,10 @@ export class Flow {
   private transport: Transport
   private readonly onDrain = (): void => { this.drained() }
   private readonly onUpgrade = (transport: Transport): void => { this.attach(transport) }
+  /** The TCP socket written to directly, watched for its drain (its output bypasses Engine.IO's). */
+  private raw: Socket | undefined
+  /** The last chunk event's header frame, ready to write: a stream sends many chunks under one name. */
+  private header: { event: string, frame: Buffer } | undefined
 
   /**
    * @param drained called whenever queued output may have shrunk
@@ -121,9 +127,33 @@ export class Flow {
     this.socket.emit(event, ...args)
   }
 
-  /** Emits `event` with a binary chunk of a relayed stream. */
+  /**
+   * Emits `event` with a binary chunk of a relayed stream. On an idle open
+   * websocket the two frames of the Socket.IO packet (its text header, then
+   * the chunk as an attachment) go straight to the TCP socket in one write,
+   * as Socket.IO would have framed them: no encoding of the packet each
+   * time, no copy of the chunk. Anything else goes through Socket.IO.
+   */
   write (event: `socket.io-pull-stream.${string}`, chunk: Buffer): void {
-    this.socket.emit(event, chunk)
+    const raw = rawSocketOf(this.socket)
+    if (raw === undefined) {
+      this.socket.emit(event, chunk)
+      return
+    }
+    if (raw !== this.raw) this.watch(raw)
+    let header = this.header
+    if (header?.event !== event) {
+      header = { event, frame: binaryEventHeader(event) }
+      this.header = header
+    }
+    const eio3 = engineOf(this.socket).protocol === 3
+    raw.cork()
+    raw.write(header.frame)
+    // Engine.IO 3 marks a binary message with its type, 4 (message), ahead of the bytes
+    raw.write(frameHeader(BINARY_OPCODE, chunk.length + (eio3 ? 1 : 0)))
+    if (eio3) raw.write(EIO3_MESSAGE)
+    raw.write(chunk)
+    raw.uncork()
   }
 
   /** Stops reading from this peer until `resume`. */
@@ -150,6 +180,8 @@ export class Flow {
 
   /** The connection is gone: let go of its transport. */
   close (): void {
+    this.raw?.off('drain', this.onDrain)
+    this.raw = undefined
     const conn = engineOf(this.socket)
     conn.off('drain', this.onDrain)
     conn.off('upgrade', this.onUpgrade)
@@ -158,6 +190,13 @@ export class Flow {
     clearInterval(this.heartbeatHold)
     for (const [, res] of this.held) res.destroy()
     this.held = []
+  }
+
+  /** Output written to `raw` drains on its own: hear it, as Engine.IO's drain. */
+  private watch (raw: Socket): void {
+    this.raw?.off('drain', this.onDrain)
+    this.raw = raw
+    raw.on('drain', this.onDrain)
   }
 
   private attach (transport: Transport): void {
@@ -231,6 +270,43 @@ interface FrameOptions { fin: boolean, opcode: number, mask: boolean, readOnly: 
 /** `ws`'s frame encoder, which @types/ws leaves out: it returns the header, then the data. */
 const { Sender } = ws as unknown as { Sender: { frame: (data: Buffer, options: FrameOptions) => Buffer[] } }
 const TEXT_FRAME: FrameOptions = { fin: true, opcode: 0x01, mask: false, readOnly: false, rsv1: false }
+
+const BINARY_OPCODE = 0x02
+const EIO3_MESSAGE = Buffer.from([4])
+
+/**
+ * The header of an unmasked, final WebSocket frame of `length` bytes, as a
+ * server sends it (RFC 6455, 5.2), for a payload written in parts: `ws`'s
+ * encoder wants the payload whole, and joining a chunk to its one-byte
+ * Engine.IO 3 prefix would copy it.
+ */
+export function frameHeader (opcode: number, length: number): Buffer {
+  if (length < 126) return Buffer.from([0x80 | opcode, length])
+  if (length < 0x10000) {
+    const header = Buffer.allocUnsafe(4)
+    header[0] = 0x80 | opcode
+    header[1] = 126
+    header.writeUInt16BE(length, 2)
+    return header
+  }
+  const header = Buffer.allocUnsafe(10)
+  header[0] = 0x80 | opcode
+  header[1] = 127
+  header.writeBigUInt64BE(BigInt(length), 2)
+  return header
+}
+
+/**
+ * The text frame that opens a Socket.IO binary event with one attachment, as
+ * socket.io-parser and Engine.IO write it for the main namespace:
+ * `4` (message) `5` (binary event) `1-` (one attachment), then the event
+ * name and the attachment's placeholder.
+ */
+export function binaryEventHeader (event: string): Buffer {
+  const payload = Buffer.from(`451-${JSON.stringify([event, { _placeholder: true, num: 0 }])}`)
+  const [header] = Sender.frame(payload, TEXT_FRAME)
+  return Buffer.concat([header, payload])
+}
 
 /**
  * Unmasked, final WebSocket text frames (as a server sends them), one per

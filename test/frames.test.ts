@@ -1,6 +1,7 @@
 /**
- * src/engine.ts `encodeTextFrames` on its own: the frames the fan-out writes
- * straight to a websocket's TCP socket, read back by `ws`'s own parser in
+ * src/engine.ts `encodeTextFrames`, `frameHeader` and `binaryEventHeader` on
+ * their own: the frames the fan-out and the relay write straight to a
+ * websocket's TCP socket, read back by `ws`'s own parser in
  * client mode (which takes unmasked server frames, and refuses masked ones),
  * at the boundaries of the three payload length encodings (7 bits, 16 bits,
  * 64 bits). No sockets: buffers in, messages out.
@@ -8,7 +9,8 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import * as ws from 'ws'
-import { encodeTextFrames } from '../src/engine.js'
+import { Encoder, PacketType } from 'socket.io-parser'
+import { binaryEventHeader, encodeTextFrames, frameHeader } from '../src/engine.js'
 
 /** `ws`'s frame parser, which @types/ws leaves out: a Writable emitting `message` (data, isBinary). */
 interface FrameReceiver {
@@ -148,5 +150,27 @@ describe('encodeTextFrames', () => {
     })
     assert.ok(error instanceof Error)
     assert.match(error.message, /MASK must be set/)
+  })
+})
+
+describe('frameHeader and binaryEventHeader', () => {
+  it('frame a binary payload written after its header, at each length encoding, as ws reads it', async () => {
+    for (const length of [0, 1, 125, 126, 65_535, 65_536, 65_537]) {
+      const payload = Buffer.alloc(length, length % 251)
+      const [message, ...rest] = await parse(Buffer.concat([frameHeader(0x02, length), payload]))
+      assert.deepEqual(rest, [], String(length))
+      assert.equal(message.isBinary, true)
+      assert.equal(message.data.equals(payload), true, String(length))
+    }
+  })
+
+  it('open a binary event as socket.io-parser encodes it, for any event name', async () => {
+    const encoder = new Encoder()
+    for (const event of ['socket.io-pull-stream.queue.d1.dialer', 'socket.io-pull-stream.queue."odd\\name"']) {
+      const encoded: unknown[] = encoder.encode({ type: PacketType.EVENT, nsp: '/', data: [event, Buffer.from('x')] })
+      const [message] = await parse(binaryEventHeader(event))
+      assert.equal(message.isBinary, false)
+      assert.equal(message.data.toString(), `4${String(encoded[0])}`)
+    }
   })
 })
