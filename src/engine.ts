@@ -101,6 +101,12 @@ export class Flow {
   private raw: Socket | undefined
   /** The last chunk event's header frame, ready to write: a stream sends many chunks under one name. */
   private header: { event: string, frame: Buffer } | undefined
+  /** Whether `raw` is corked until the end of this turn, gathering its chunks into one write. */
+  private corked = false
+  private readonly uncork = (): void => {
+    this.corked = false
+    this.raw?.uncork()
+  }
 
   /**
    * @param drained called whenever queued output may have shrunk
@@ -147,13 +153,18 @@ export class Flow {
       this.header = header
     }
     const eio3 = engineOf(this.socket).protocol === 3
-    raw.cork()
+    // the chunks of one turn (one read from the sender holds many small ones) leave in one write;
+    // whatever else is written to the socket meanwhile stays in order among them
+    if (!this.corked) {
+      this.corked = true
+      raw.cork()
+      process.nextTick(this.uncork)
+    }
     raw.write(header.frame)
     // Engine.IO 3 marks a binary message with its type, 4 (message), ahead of the bytes
     raw.write(frameHeader(BINARY_OPCODE, chunk.length + (eio3 ? 1 : 0)))
     if (eio3) raw.write(EIO3_MESSAGE)
     raw.write(chunk)
-    raw.uncork()
   }
 
   /** Stops reading from this peer until `resume`. */
@@ -180,6 +191,8 @@ export class Flow {
 
   /** The connection is gone: let go of its transport. */
   close (): void {
+    if (this.corked) this.raw?.uncork()
+    this.corked = false
     this.raw?.off('drain', this.onDrain)
     this.raw = undefined
     const conn = engineOf(this.socket)
@@ -194,6 +207,8 @@ export class Flow {
 
   /** Output written to `raw` drains on its own: hear it, as Engine.IO's drain. */
   private watch (raw: Socket): void {
+    if (this.corked) this.raw?.uncork()
+    this.corked = false
     this.raw?.off('drain', this.onDrain)
     this.raw = raw
     raw.on('drain', this.onDrain)
