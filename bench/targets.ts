@@ -54,6 +54,8 @@ export interface Target {
 
 const NEW_BIN = fileURLToPath(new URL('../bin/rendezvous.js', import.meta.url))
 const OLD_BIN = createRequire(import.meta.url).resolve('old-rendezvous/src/bin.js')
+/** Loaded into the old server first: it runs without this package's optional bufferutil, as it was installed on its own. */
+const WITHOUT_BUFFERUTIL = new URL('./without-bufferutil.js', import.meta.url).href
 /** Clock ticks per second of /proc/<pid>/stat; 100 on every Linux this runs on. */
 const CLOCK_TICKS = 100
 
@@ -108,7 +110,7 @@ async function launch (name: TargetName, options: TargetOptions): Promise<Proces
   } else {
     // the old CLI reads `--port=0` as "not given"; PORT=0 picks a free port
     const args = ['--host=127.0.0.1', ...(crypto ? [] : ['--disableCryptoChallenge'])]
-    proc = spawn(process.execPath, [OLD_BIN, ...args], { env: { ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] })
+    proc = spawn(process.execPath, ['--import', WITHOUT_BUFFERUTIL, OLD_BIN, ...args], { env: { ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] })
   }
   let output = ''
   proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
