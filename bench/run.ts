@@ -122,8 +122,9 @@ async function runOn (name: TargetName, scenario: Scenario, who = name === 'new'
   try {
     await settleMachine(QUIET_PATIENCE_MS, (busy) => { progress(`  waiting up to ${QUIET_PATIENCE_MS / second} s for other processes to finish (${busy.toFixed(2)} cores busy)`) })
     target = await startTarget(name, scenario.options)
-    const others = watchOthers(target.cpuSeconds)
-    const running = scenario.run(target, { defer: (cleanup) => { cleanups.push(cleanup) } })
+    let helperCpu = 0
+    const others = watchOthers(target.cpuSeconds, () => helperCpu)
+    const running = scenario.run(target, { defer: (cleanup) => { cleanups.push(cleanup) }, helperCpu: (seconds) => { helperCpu += seconds } })
     const bound = new Promise<never>((_resolve, reject) => {
       guard = setTimeout(() => { reject(new Error(`no result within ${scenario.limitMs / second} s`)) }, scenario.limitMs)
     })
