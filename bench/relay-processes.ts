@@ -50,11 +50,16 @@ export class PeerProcess {
     return this.messages.filter((m) => m.type === type).length
   }
 
+  /** Its CPU so far (user + system, seconds); 0 once it has gone. */
+  cpuSeconds (): number {
+    try { return this.proc.pid === undefined ? 0 : cpuSecondsOf(this.proc.pid) } catch { return 0 }
+  }
+
   /** Reads its CPU (user + system, seconds) and kills it; safe to call twice, answering the same CPU. */
   async stop (): Promise<number> {
     if (this.cpu === undefined) {
       const alive = this.proc.exitCode === null && this.proc.signalCode === null
-      try { this.cpu = alive && this.proc.pid !== undefined ? cpuSecondsOf(this.proc.pid) : 0 } catch { this.cpu = 0 }
+      this.cpu = alive ? this.cpuSeconds() : 0
       // its own failure from here on is the bench's doing
       this.failure ??= 'stopped'
       if (alive) this.proc.kill('SIGKILL')
@@ -85,6 +90,10 @@ export class PeerProcesses {
       await new Promise<void>((resolve) => { this.wake = resolve; guard = setTimeout(resolve, left) })
       clearTimeout(guard)
     }
+  }
+
+  cpuSeconds (): number {
+    return this.all.reduce((sum, p) => sum + p.cpuSeconds(), 0)
   }
 
   /** Kills them all; resolves with the CPU seconds they used. */
