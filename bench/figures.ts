@@ -17,6 +17,8 @@ export interface Figure {
 /** Everything a scenario needs to release, whatever happens: run after it ends or hits its bound. */
 export interface ScenarioContext {
   defer: (cleanup: () => void | Promise<void>) => void
+  /** CPU seconds the scenario's own helper processes used, so that they do not count as other processes' load. */
+  helperCpu: (seconds: number) => void
 }
 
 export interface Row {

@@ -20,19 +20,24 @@ export function machineBusySeconds (): number {
   return ((fields[1] ?? 0) + (fields[2] ?? 0) + (fields[3] ?? 0)) / CLOCK_TICKS
 }
 
-/** Watches a span of time; `stop` tells how many cores processes other than `pid` and this one kept busy on average. */
-export function watchOthers (cpuSecondsOfServer: () => number): { stop: () => number } {
+/**
+ * Watches a span of time; `stop` tells how many cores processes other than
+ * the server, this one and its helpers (`helperCpuSeconds`, their CPU
+ * reported so far) kept busy on average.
+ */
+export function watchOthers (cpuSecondsOfServer: () => number, helperCpuSeconds: () => number = () => 0): { stop: () => number } {
   const started = Date.now()
   const machine0 = machineBusySeconds()
   const server0 = cpuSecondsOfServer()
   const own0 = process.cpuUsage()
+  const helpers0 = helperCpuSeconds()
   return {
     stop: () => {
       const wall = (Date.now() - started) / 1000
       const own = process.cpuUsage(own0)
       let server = 0
       try { server = cpuSecondsOfServer() - server0 } catch {}
-      const others = machineBusySeconds() - machine0 - server - (own.user + own.system) / 1e6
+      const others = machineBusySeconds() - machine0 - server - (own.user + own.system) / 1e6 - (helperCpuSeconds() - helpers0)
       return Math.max(0, others / wall)
     }
   }
