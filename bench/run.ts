@@ -64,14 +64,14 @@ let rsa: Identity[] = []
 
 const scenarios: Scenario[] = [
   {
-    name: 'relay 64 MiB in 64 KiB chunks',
+    name: 'relay 512 MiB in 64 KiB chunks',
     limitMs: 150 * second,
-    run: async (target, context) => relayFigures(await relayThroughput(target, context, { pairs: 1, processes: 2, chunkBytes: 64 * 1024, bytesPerRelay: 64 * MiB }, RELAY_LIMIT_MS))
+    run: async (target, context) => relayFigures(await relayThroughput(target, context, { pairs: 1, processes: 2, chunkBytes: 64 * 1024, bytesPerRelay: 512 * MiB }, RELAY_LIMIT_MS))
   },
   {
-    name: 'relay 16 MiB in 1 KiB chunks',
+    name: 'relay 64 MiB in 1 KiB chunks',
     limitMs: 150 * second,
-    run: async (target, context) => relayFigures(await relayThroughput(target, context, { pairs: 1, processes: 2, chunkBytes: 1024, bytesPerRelay: 16 * MiB }, RELAY_LIMIT_MS))
+    run: async (target, context) => relayFigures(await relayThroughput(target, context, { pairs: 1, processes: 2, chunkBytes: 1024, bytesPerRelay: 64 * MiB }, RELAY_LIMIT_MS))
   },
   {
     name: 'relay 50 × 4 MiB at once in 64 KiB chunks',
