@@ -51,7 +51,7 @@ function relayFigures (r: RelayResult): Measured {
 const RELAY_LIMIT_MS = 110 * second
 
 /** Joins of each size: the bound leaves this server room to meet issue 5's 90 s for 10,000 and stops an old server that has fallen over. */
-const JOIN_LIMIT_MS = { 1000: 60 * second, 2000: 90 * second, 10000: 100 * second }
+const JOIN_LIMIT_MS = { 1000: 60 * second, 2000: 90 * second, 10000: 100 * second, 19000: 150 * second }
 /**
  * (e): joins, pre-generated keys and joins in flight. RSA-2048 generation
  * takes ~¼ s a key here, so fewer keys are made and reused, with fewer joins
@@ -92,6 +92,12 @@ const scenarios: Scenario[] = [
     name: 'peers 10,000: join, idle memory',
     limitMs: JOIN_LIMIT_MS[10000] + 80 * second,
     run: async (target, context) => await joinThenIdle(target, context, 10000, JOIN_LIMIT_MS[10000])
+  },
+  {
+    // this machine's ceiling: 20,000 open files per process, for the server and for the generator
+    name: 'peers 19,000: join, idle memory',
+    limitMs: JOIN_LIMIT_MS[19000] + 80 * second,
+    run: async (target, context) => await joinThenIdle(target, context, 19000, JOIN_LIMIT_MS[19000])
   },
   {
     name: 'restart herd, 2,000 peers',
