@@ -38,7 +38,8 @@ async function route (routes: Routes, secure: boolean, req: IncomingMessage, res
   const path = mark < 0 ? url : url.slice(0, mark)
   if (path.startsWith('/admin/')) {
     const answer = await routes.admin({ method: req.method ?? 'GET', path, query: new URLSearchParams(mark < 0 ? '' : url.slice(mark + 1)), authorization: req.headers.authorization })
-    send(res, answer.status, 'application/json', `${JSON.stringify(answer.body)}\n`, answer.headers)
+    // no CORS: the default headers of `send` are the public routes'
+    send(res, answer.status, 'application/json', `${JSON.stringify(answer.body)}\n`, answer.headers ?? {})
     return
   }
   if (req.method !== 'GET' && req.method !== 'HEAD') {

@@ -56,6 +56,7 @@ async function joined (url: string, version: 'v2' | 'v4' = 'v2', transport: 'web
 async function page (url: string, query = ''): Promise<Page> {
   const res = await request(`${url}/admin/peers${query}`, { headers: BEARER })
   assert.equal(res.status, 200, res.body)
+  assert.equal(res.headers['access-control-allow-origin'], undefined, 'no CORS on the operator\'s view')
   return JSON.parse(res.body) as Page
 }
 
