@@ -107,12 +107,15 @@ export class Flow {
     this.corked = false
     this.raw?.uncork()
   }
+  /** Engine.IO 3 (socket.io-client 2.x) puts a type byte ahead of binary data; fixed at the handshake. */
+  private readonly eio3: boolean
 
   /**
    * @param drained called whenever queued output may have shrunk
    */
   constructor (private readonly socket: PeerSocket, private readonly drained: () => void) {
     const conn = engineOf(socket)
+    this.eio3 = conn.protocol === 3
     this.transport = conn.transport
     conn.on('drain', this.onDrain)
     conn.on('upgrade', this.onUpgrade)
@@ -152,7 +155,7 @@ export class Flow {
       header = { event, frame: binaryEventHeader(event) }
       this.header = header
     }
-    const eio3 = engineOf(this.socket).protocol === 3
+    const { eio3 } = this
     // the chunks of one turn (one read from the sender holds many small ones) leave in one write;
     // whatever else is written to the socket meanwhile stays in order among them
     if (!this.corked) {
@@ -191,9 +194,7 @@ export class Flow {
 
   /** The connection is gone: let go of its transport. */
   close (): void {
-    if (this.corked) this.raw?.uncork()
-    this.corked = false
-    this.raw?.off('drain', this.onDrain)
+    this.unwatch()
     this.raw = undefined
     const conn = engineOf(this.socket)
     conn.off('drain', this.onDrain)
@@ -207,11 +208,16 @@ export class Flow {
 
   /** Output written to `raw` drains on its own: hear it, as Engine.IO's drain. */
   private watch (raw: Socket): void {
+    this.unwatch()
+    this.raw = raw
+    raw.on('drain', this.onDrain)
+  }
+
+  /** Lets go of the TCP socket written to directly: what this turn corked leaves now. */
+  private unwatch (): void {
     if (this.corked) this.raw?.uncork()
     this.corked = false
     this.raw?.off('drain', this.onDrain)
-    this.raw = raw
-    raw.on('drain', this.onDrain)
   }
 
   private attach (transport: Transport): void {
