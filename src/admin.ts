@@ -125,6 +125,11 @@ function whom (id: string): ((address: string) => boolean) | undefined {
   return undefined
 }
 
+/** The order of the pages, and of `?after=`: addresses compared as strings (code units), on every node alike. */
+function inAddressOrder (a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
+}
+
 /** `?limit=`: the page size, within bounds; undefined when it is not a whole number from 1. */
 function pageSize (raw: string | null): number | undefined {
   if (raw === null) return ADMIN_PAGE_DEFAULT
@@ -195,7 +200,7 @@ export class Admin {
       for (const answer of asked.answers) {
         if (Array.isArray(answer)) peers = peers.concat(answer.filter((p): p is PeerView => isPeerView(p) && (after === null || p.address > after)).slice(0, limit))
       }
-      peers.sort((a, b) => a.address < b.address ? -1 : a.address > b.address ? 1 : 0)
+      peers.sort((a, b) => inAddressOrder(a.address, b.address))
       peers = peers.slice(0, limit)
     }
     const last = peers.at(-1)
@@ -236,7 +241,7 @@ export class Admin {
     const { registry, relayedBytesOf, clientAddressOf, transportOf, cluster } = this.components
     const page: Array<[string, PeerSocket]> = []
     for (const entry of registry.entries()) if (after === null || entry[0] > after) page.push(entry)
-    page.sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)
+    page.sort((a, b) => inAddressOrder(a[0], b[0]))
     const now = Date.now()
     return page.slice(0, limit).map(([address, socket]) => ({
       address,
