@@ -17,11 +17,11 @@
  * always. Ids are base58btc (`Qm…`, `12D3…`) or CIDv1 (`bafz…`) and compare
  * in one form, so either form matches the other.
  */
-import { readFileSync, watch, type FSWatcher } from 'node:fs'
-import { basename, dirname } from 'node:path'
+import { readFileSync } from 'node:fs'
 import debug from 'debug'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { POLICY_WATCH_DEBOUNCE_MS } from './constants.js'
+import { FileWatch } from './file-watch.js'
 import { errorMessage, logError } from './log.js'
 
 const log = debug('rendezvous:policy')
@@ -130,12 +130,12 @@ export function allows (rules: PolicyRules, peerId: string): boolean {
  */
 export class PeerPolicy {
   private rules: PolicyRules
-  private watcher: FSWatcher | undefined
-  private debounce: NodeJS.Timeout | undefined
+  private readonly fileWatch: FileWatch | undefined
 
   constructor (private readonly file: string | undefined, private readonly changed: () => void) {
     this.rules = file === undefined ? OPEN_POLICY : readPolicy(file)
     if (file !== undefined) log('%s: %d allowed, %d denied', file, this.rules.allow.size, this.rules.deny.size)
+    this.fileWatch = file === undefined ? undefined : new FileWatch([file], POLICY_WATCH_DEBOUNCE_MS, () => { this.reload() }, 'peer policy')
   }
 
   get allowed (): number {
@@ -163,30 +163,12 @@ export class PeerPolicy {
     this.changed()
   }
 
-  /**
-   * Reloads when the file changes. Its directory is watched, not the file,
-   * so that a file replaced by a rename (as editors and config management
-   * write) is still seen; bursts of events make one reload.
-   */
+  /** Reloads when the file changes, replaced by a rename (as editors and config management write) too. */
   watch (): void {
-    const { file } = this
-    if (file === undefined || this.watcher !== undefined) return
-    const name = basename(file)
-    try {
-      this.watcher = watch(dirname(file), { persistent: false }, (_event, changed) => {
-        if (changed !== null && changed !== name) return
-        clearTimeout(this.debounce)
-        this.debounce = setTimeout(() => { this.reload() }, POLICY_WATCH_DEBOUNCE_MS)
-      })
-      this.watcher.on('error', (err) => { logError('peer policy: watching %s failed, reload with SIGHUP: %s', file, errorMessage(err)) })
-    } catch (err) {
-      logError('peer policy: cannot watch %s, reload with SIGHUP: %s', file, errorMessage(err))
-    }
+    this.fileWatch?.start()
   }
 
   stop (): void {
-    clearTimeout(this.debounce)
-    this.watcher?.close()
-    this.watcher = undefined
+    this.fileWatch?.stop()
   }
 }
