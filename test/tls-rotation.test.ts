@@ -65,6 +65,17 @@ describe('certificate rotation', { skip: noOpenssl }, () => {
     return { server, client, disconnected: () => gone }
   }
 
+  /** Pair 1 copied into a fresh directory `name`, and `serve` on those files. */
+  async function serveCopies (name: string): Promise<{ key: string, cert: string, server: CliServer, client: Client, disconnected: () => boolean }> {
+    const live = join(dir, name)
+    await mkdir(live)
+    const key = join(live, 'key.pem')
+    const cert = join(live, 'cert.pem')
+    await copyFile(pair(1).key, key)
+    await copyFile(pair(1).cert, cert)
+    return { key, cert, ...await serve(key, cert) }
+  }
+
   async function serves (server: CliServer, serial: string, what: string): Promise<void> {
     await eventually(async () => await servedSerial(server.port), (s) => s === serial, what, { everyMs: 50, seen: (s) => `serving ${s}` })
   }
@@ -95,13 +106,7 @@ describe('certificate rotation', { skip: noOpenssl }, () => {
   })
 
   it('a bad file is logged and the old certificate kept; a good one then loads', async () => {
-    const live = join(dir, 'bad')
-    await mkdir(live)
-    const key = join(live, 'key.pem')
-    const cert = join(live, 'cert.pem')
-    await copyFile(pair(1).key, key)
-    await copyFile(pair(1).cert, cert)
-    const { server, client, disconnected } = await serve(key, cert)
+    const { key, cert, server, client, disconnected } = await serveCopies('bad')
 
     await writeFile(cert, 'not a certificate\n')
     server.proc.kill('SIGHUP')
@@ -125,13 +130,7 @@ describe('certificate rotation', { skip: noOpenssl }, () => {
   })
 
   it('a change of the files reloads them without a signal', async () => {
-    const live = join(dir, 'watched')
-    await mkdir(live)
-    const key = join(live, 'key.pem')
-    const cert = join(live, 'cert.pem')
-    await copyFile(pair(1).key, key)
-    await copyFile(pair(1).cert, cert)
-    const { server, client, disconnected } = await serve(key, cert)
+    const { key, cert, server, client, disconnected } = await serveCopies('watched')
     assert.equal(await servedSerial(server.port), pair(1).serial)
 
     await copyFile(pair(2).key, key)
