@@ -29,8 +29,8 @@ import type { Worker } from 'node:cluster'
 import { Socket } from 'node:net'
 import * as ws from 'ws'
 import type { ClientAddresses } from './client-addresses.js'
-import { HEARTBEAT_HOLD_MS } from './constants.js'
-import type { PeerSocket, SocketServer } from './protocol.js'
+import { HEARTBEAT_HOLD_MS, MAX_DIAL_ID_LENGTH } from './constants.js'
+import { STREAM_EVENT_PREFIX, type PeerSocket, type SocketServer, type StreamEventName } from './protocol.js'
 
 /** The parts of Engine.IO's transports used here. */
 interface Transport extends EventEmitter {
@@ -41,7 +41,7 @@ interface Transport extends EventEmitter {
 }
 
 /** The `ws` WebSocket under a websocket transport. */
-interface RawWebSocket {
+interface RawWebSocket extends EventEmitter {
   bufferedAmount?: number
   readyState?: number
   pause?: () => void
@@ -59,6 +59,8 @@ interface EngineSocket extends EventEmitter {
   request: IncomingMessage
   /** Closes the connection when the peer's heartbeat is late. */
   pingTimeoutTimer?: NodeJS.Timeout | null
+  /** Engine.IO 4: whether a packet has put off the current ping's deadline already. */
+  hasRefreshedPingTimeout?: boolean
   /** Packets Engine.IO holds until the transport can take them. */
   writeBuffer?: Array<{ data?: unknown }>
   /** The Engine.IO protocol revision the client speaks: 3 (socket.io-client 2.x) or 4. */
@@ -249,6 +251,135 @@ export class Flow {
   private restorePolling (transport: Transport): void {
     if (Object.prototype.hasOwnProperty.call(transport, 'onDataRequest')) delete transport.onDataRequest
   }
+}
+
+/**
+ * The text message that opens a relayed chunk, as both client generations
+ * write it: Engine.IO message (4), Socket.IO binary event (5) with one
+ * attachment (1-), main namespace, no ack, the event's name, the placeholder.
+ */
+const CHUNK_HEADER_OPENING = Buffer.from(`451-["${STREAM_EVENT_PREFIX}`)
+/** Where the event's name starts, past `451-["`. */
+const CHUNK_HEADER_EVENT_AT = 6
+const CHUNK_HEADER_CLOSING = Buffer.from('",{"_placeholder":true,"num":0}]')
+/** Longer headers are left to Socket.IO: a stream's name is two dial ids and a little more. */
+const MAX_CHUNK_HEADER_BYTES = 2 * MAX_DIAL_ID_LENGTH + 64
+/** Engine.IO 3's type byte of a binary message: 4, as in EIO3_MESSAGE. */
+const EIO3_MESSAGE_TYPE = 4
+
+/**
+ * The stream event a chunk's header message names, if it is written exactly
+ * as the clients write it and the name needs no JSON unescaping; anything
+ * else is left to Socket.IO's decoder.
+ */
+export function chunkEventOf (header: Buffer): StreamEventName | undefined {
+  const end = header.length - CHUNK_HEADER_CLOSING.length
+  if (end <= CHUNK_HEADER_OPENING.length || header.length > MAX_CHUNK_HEADER_BYTES) return undefined
+  if (header.compare(CHUNK_HEADER_OPENING, 0, CHUNK_HEADER_OPENING.length, 0, CHUNK_HEADER_OPENING.length) !== 0) return undefined
+  if (header.compare(CHUNK_HEADER_CLOSING, 0, CHUNK_HEADER_CLOSING.length, end) !== 0) return undefined
+  // printable ASCII without the quote and backslash that JSON would have escaped
+  for (let i = CHUNK_HEADER_OPENING.length; i < end; i++) {
+    const byte = header[i]
+    if (byte < 0x20 || byte > 0x7e || byte === 0x22 || byte === 0x5c) return undefined
+  }
+  return header.toString('latin1', CHUNK_HEADER_EVENT_AT, end) as StreamEventName
+}
+
+/** A `ws` message listener: Engine.IO's websocket transport has one. */
+type MessageListener = (data: unknown, isBinary: boolean) => void
+
+/** Connections whose relayed chunks are tapped already. */
+const tapped = new WeakSet<PeerSocket>()
+
+/**
+ * Takes a websocket peer's relayed chunks before Engine.IO and Socket.IO
+ * decode them, and hands them to `deliver` as Socket.IO would have: the
+ * event's name and the chunk, on the next tick (Socket.IO delivers every
+ * event on the next tick, so the order among a connection's stream events
+ * stays as it was). A chunk is two websocket messages, the header text and
+ * the binary attachment (behind a type byte with Engine.IO 3), which `ws`
+ * has already unmasked; nothing is parsed but the header, compared with the
+ * last one, and the chunk is not copied. Every other message, and a header
+ * not followed by its attachment, goes on to Engine.IO unchanged and in order.
+ *
+ * Installed once per connection, by the first stream event it sends, so an
+ * idle peer carries none of it; it follows the connection through an
+ * upgrade to websocket and ends with it.
+ */
+export function tapStreamChunks (socket: PeerSocket, deliver: (event: StreamEventName, chunk: Buffer) => void): void {
+  if (tapped.has(socket)) return
+  tapped.add(socket)
+  const conn = engineOf(socket)
+  const eio3 = conn.protocol === 3
+  let original: MessageListener | undefined
+  /** A header waiting for its attachment, and its event. */
+  let held: Buffer | undefined
+  let heldEvent: StreamEventName | undefined
+  /** The last header seen and its event: a stream sends many chunks under one name. */
+  let lastHeader: Buffer | undefined
+  let lastEvent: StreamEventName | undefined
+
+  const onMessage: MessageListener = (data, isBinary) => {
+    const pass = original
+    if (pass === undefined) return
+    if (held !== undefined) {
+      const header = held
+      const event = heldEvent as StreamEventName
+      held = undefined
+      const chunk = isBinary && Buffer.isBuffer(data) ? attachmentOf(data, eio3) : undefined
+      if (chunk === undefined || conn.readyState !== 'open' || !socket.connected) {
+        pass(header, false)
+        pass(data, isBinary)
+        return
+      }
+      heard(conn)
+      process.nextTick(deliver, event, chunk)
+      return
+    }
+    if (!isBinary && Buffer.isBuffer(data) && data.length <= MAX_CHUNK_HEADER_BYTES) {
+      const event = lastHeader !== undefined && data.equals(lastHeader) ? lastEvent : chunkEventOf(data)
+      if (event !== undefined) {
+        lastHeader = data
+        lastEvent = event
+        held = data
+        heldEvent = event
+        return
+      }
+    }
+    pass(data, isBinary)
+  }
+
+  const attach = (transport: Transport): void => {
+    const ws = transport.socket
+    if (transport.name !== 'websocket' || ws === undefined) return
+    const listeners = ws.listeners('message') as MessageListener[]
+    // anything but Engine.IO's one listener is not what this was written for
+    if (listeners.length !== 1) return
+    original = listeners[0]
+    held = undefined
+    ws.removeListener('message', original)
+    ws.on('message', onMessage)
+  }
+  conn.on('upgrade', attach)
+  attach(conn.transport)
+}
+
+/** The chunk in a binary message: all of it, or behind Engine.IO 3's type byte. */
+function attachmentOf (data: Buffer, eio3: boolean): Buffer | undefined {
+  if (!eio3) return data
+  return data.length > 0 && data[0] === EIO3_MESSAGE_TYPE ? data.subarray(1) : undefined
+}
+
+/**
+ * What Engine.IO does on any incoming packet, for the packets it no longer
+ * sees: with Engine.IO 4, a packet while its ping waits for the pong puts the
+ * pong's deadline off, once per ping (a sender busy with data may have its
+ * pong queued behind it). Engine.IO 3 clients' own pings keep them alive.
+ */
+function heard (conn: EngineSocket): void {
+  if (conn.protocol === 3 || conn.pingTimeoutTimer == null || conn.hasRefreshedPingTimeout === true) return
+  conn.pingTimeoutTimer.refresh()
+  conn.hasRefreshedPingTimeout = true
 }
 
 /**

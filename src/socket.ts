@@ -10,6 +10,7 @@ import { SOCKET_IO_PATH } from './constants.js'
 import type { ClientAddresses } from './client-addresses.js'
 import type { Joins } from './join.js'
 import type { Limits } from './limits.js'
+import { tapStreamChunks } from './engine.js'
 import { logError } from './log.js'
 import { ERRORS, EVENTS, STREAM_EVENT_PREFIX, isRejected, parseDial, parseJoin, parseLeave, type Ack, type PeerSocket, type SocketServer } from './protocol.js'
 import type { Metrics } from './metrics.js'
@@ -129,14 +130,17 @@ function wireSocket (socket: PeerSocket, { joins, relay, limits, metrics, addres
 
   // one listener for every relayed stream of this connection: the relay
   // finds the stream by name, so nothing here grows with the number of dials
-  socket.onAny((event: unknown, ...args: unknown[]) => {
+  const onStreamEvent = (event: unknown, ...args: unknown[]): void => {
     if (typeof event !== 'string' || !event.startsWith(STREAM_EVENT_PREFIX)) return
+    // a connection that relays: its chunks skip Engine.IO's and Socket.IO's decoding from now on
+    tapStreamChunks(socket, onStreamEvent)
     try {
       relay.onStreamEvent(socket, event, args)
     } catch (err) {
       failed(socket, event, undefined, err, metrics)
     }
-  })
+  }
+  socket.onAny(onStreamEvent)
 
   socket.on('disconnect', (reason) => {
     log('[%s] disconnected: %s', socket.id, reason)

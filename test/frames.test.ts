@@ -10,7 +10,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import * as ws from 'ws'
 import { Encoder, PacketType } from 'socket.io-parser'
-import { binaryEventHeader, encodeTextFrames, frameHeader } from '../src/engine.js'
+import { binaryEventHeader, chunkEventOf, encodeTextFrames, frameHeader } from '../src/engine.js'
 
 /** `ws`'s frame parser, which @types/ws leaves out: a Writable emitting `message` (data, isBinary). */
 interface FrameReceiver {
@@ -172,5 +172,35 @@ describe('frameHeader and binaryEventHeader', () => {
       assert.equal(message.isBinary, false)
       assert.equal(message.data.toString(), `4${String(encoded[0])}`)
     }
+  })
+})
+
+describe('chunkEventOf', () => {
+  const encoder = new Encoder()
+  /** The header text message of a chunk on `event` as the clients write it (socket.io-parser, behind Engine.IO's message type). */
+  const written = (event: string, id?: number): Buffer => {
+    const encoded: unknown[] = encoder.encode({ type: PacketType.EVENT, nsp: '/', data: [event, Buffer.from('x')], ...(id !== undefined ? { id } : {}) })
+    return Buffer.from(`4${String(encoded[0])}`)
+  }
+
+  it('reads the event of a chunk header as the clients write it', () => {
+    for (const event of ['socket.io-pull-stream.queue.d1.dialer', `socket.io-pull-stream.queue.${'x'.repeat(200)}.listener`]) {
+      assert.equal(chunkEventOf(written(event)), event)
+    }
+  })
+
+  it('leaves to Socket.IO what it would have to unescape, acks, other events and other namespaces', () => {
+    const refused = [
+      written('socket.io-pull-stream.queue."odd\\name"'),
+      written('socket.io-pull-stream.queue.é'),
+      written('socket.io-pull-stream.queue.d1.dialer', 7),
+      written('ss-dial'),
+      written('socket.io-pull-stream.'),
+      Buffer.from('451-/other,["socket.io-pull-stream.queue.d1.dialer",{"_placeholder":true,"num":0}]'),
+      Buffer.from('452-["socket.io-pull-stream.queue.d1.dialer",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]'),
+      Buffer.from('451-["socket.io-pull-stream.queue.d1.dialer",{"num":0,"_placeholder":true}]'),
+      written(`socket.io-pull-stream.queue.${'x'.repeat(400)}`)
+    ]
+    for (const header of refused) assert.equal(chunkEventOf(header), undefined, header.toString())
   })
 })
