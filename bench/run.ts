@@ -18,6 +18,7 @@ import { settleMachine, watchOthers } from './machine.js'
 import { cryptoJoins, joinThenIdle, joinThenStorm, makeIdentities, STORM_SECONDS, type Measured } from './peer-scenarios.js'
 import { HERD_PORT, HERD_SPAN_MS, restartHerd } from './restart-herd.js'
 import { progress } from './progress.js'
+import { percentile } from './stats.js'
 import { relayThroughput, type RelayResult } from './relay.js'
 import { startTarget, type Target, type TargetName, type TargetOptions } from './targets.js'
 
@@ -31,6 +32,8 @@ interface Scenario {
   prepare?: () => Promise<void>
   /** Hard bound on one server's run: past it the run is reported as failed. */
   limitMs: number
+  /** Runs on each server, alternating between them; each figure is the median of its runs. 1 unless given. */
+  rounds?: number
   run: (target: Target, context: ScenarioContext) => Promise<Measured>
 }
 
@@ -49,6 +52,12 @@ function relayFigures (r: RelayResult): Measured {
 
 /** A relay scenario's transfer, within its scenario's limit, which also covers the peers' joins and dials. */
 const RELAY_LIMIT_MS = 110 * second
+/**
+ * A relay run lasts seconds, and on two cores shared with its peer processes
+ * its CPU per MiB moves by a third from one run to the next (how the
+ * scheduler batches the reads): the median of three runs is the figure.
+ */
+const RELAY_ROUNDS = 3
 
 /** Joins of each size: the bound leaves this server room to meet issue 5's 90 s for 10,000 and stops an old server that has fallen over. */
 const JOIN_LIMIT_MS = { 1000: 60 * second, 2000: 90 * second, 10000: 100 * second, 19000: 150 * second }
@@ -65,16 +74,19 @@ let rsa: Identity[] = []
 const scenarios: Scenario[] = [
   {
     name: 'relay 512 MiB in 64 KiB chunks',
+    rounds: RELAY_ROUNDS,
     limitMs: 150 * second,
     run: async (target, context) => relayFigures(await relayThroughput(target, context, { pairs: 1, processes: 2, chunkBytes: 64 * 1024, bytesPerRelay: 512 * MiB }, RELAY_LIMIT_MS))
   },
   {
     name: 'relay 64 MiB in 1 KiB chunks',
+    rounds: RELAY_ROUNDS,
     limitMs: 150 * second,
     run: async (target, context) => relayFigures(await relayThroughput(target, context, { pairs: 1, processes: 2, chunkBytes: 1024, bytesPerRelay: 64 * MiB }, RELAY_LIMIT_MS))
   },
   {
     name: 'relay 50 × 4 MiB at once in 64 KiB chunks',
+    rounds: RELAY_ROUNDS,
     limitMs: 150 * second,
     run: async (target, context) => relayFigures(await relayThroughput(target, context, { pairs: 50, processes: 5, chunkBytes: 64 * 1024, bytesPerRelay: 4 * MiB }, RELAY_LIMIT_MS))
   },
@@ -162,6 +174,19 @@ async function runOn (name: TargetName, scenario: Scenario, who = name === 'new'
   }
 }
 
+/** Each figure's median over the runs of one scenario on one server, or the first failure if a run failed. */
+function medianRun (runs: ReadonlyArray<Measured | Error>): Measured | Error {
+  const failed = runs.find((run) => run instanceof Error)
+  if (failed !== undefined) return failed
+  const measured = runs as readonly Measured[]
+  if (measured.length === 1) return measured[0]
+  const figures = measured[0].figures.map((figure) => {
+    const values = measured.flatMap((run) => run.figures.find((f) => f.group === figure.group && f.label === figure.label)?.value ?? [])
+    return { ...figure, value: percentile(values, 50) }
+  })
+  return { figures, raw: { medianOf: measured.length, runs: measured.map((run) => run.raw) } }
+}
+
 /** One row per figure either server reported, in the order they came. */
 function rowsOf (scenario: Scenario, results: Record<TargetName, Measured | Error>): Row[] {
   const keyOf = (f: Figure): string => `${f.group ?? scenario.name}\u0000${f.label}`
@@ -230,7 +255,12 @@ async function main (): Promise<void> {
       await scenario.prepare()
     }
     // alternate: this server, then the old one, each in a fresh process
-    const results = { new: await runOn('new', scenario), old: await runOn('old', scenario) }
+    const runs: Record<TargetName, Array<Measured | Error>> = { new: [], old: [] }
+    for (let round = 0; round < (scenario.rounds ?? 1); round++) {
+      runs.new.push(await runOn('new', scenario))
+      runs.old.push(await runOn('old', scenario))
+    }
+    const results = { new: medianRun(runs.new), old: medianRun(runs.old) }
     rows.push(...rowsOf(scenario, results))
     const rawOf = (r: Measured | Error): unknown => r instanceof Error ? { error: r.message } : r.raw
     raw[scenario.name] = { new: rawOf(results.new), old: rawOf(results.old) }
