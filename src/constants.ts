@@ -13,8 +13,11 @@ export const MiB = 1024 * KiB
 /** Socket.IO path, fixed by the client. */
 export const SOCKET_IO_PATH = '/socket.io'
 
-/** Socket.IO room of every connection that holds at least one address. */
-export const JOINED_ROOM = 'joined'
+/** webrtc-star's second Socket.IO path, of its v4 clients (`/socket.io` serves its older ones). */
+export const WEBRTC_STAR_SOCKET_IO_PATH = '/socket.io-next'
+
+/** Socket.IO rooms of the connections that hold at least one address, one room per transport. */
+export const JOINED_ROOMS = { 'websocket-star': 'joined', 'webrtc-star': 'joined-webrtc-star' } as const
 
 /** Longest address string accepted; real websocket-star addresses are ~120 characters. */
 export const MAX_ADDRESS_LENGTH = 1 * KiB
@@ -22,6 +25,13 @@ export const MAX_ADDRESS_LENGTH = 1 * KiB
 export const MAX_JOIN_DATA_LENGTH = 8 * KiB
 /** Longest dial id accepted, in characters; the client sends a 36-character uuid. */
 export const MAX_DIAL_ID_LENGTH = 128
+/** Longest webrtc-star dial id (`intentId`) accepted; the clients send a uuid. */
+export const MAX_INTENT_ID_LENGTH = 128
+/**
+ * Longest webrtc-star signal, in characters of its JSON: an SDP offer with
+ * its ICE candidates is 1–4 KiB, a trickled candidate a few hundred bytes.
+ */
+export const MAX_SIGNAL_LENGTH = 16 * KiB
 /** Characters of an error message from a peer (a stream's end or a dial refusal) passed on to the other peer. */
 export const MAX_PEER_ERROR_LENGTH = 1 * KiB
 /** Characters of an event or stream name from the network written to the log. */

@@ -18,13 +18,17 @@
  * interval stretches to fit it. New joins come first: they may run the
  * budget into debt, which the refreshes then repay.
  *
+ * Each transport's peers hear the addresses of their own transport only
+ * (websocket-star or webrtc-star): an announcement costs one delivery per
+ * other listener of its transport, and one budget covers both.
+ *
  * In cluster mode each node announces the addresses it holds, to its own
  * peers and, through `otherNodes`, to the other nodes, which deliver them to
  * theirs (`deliver`). The budget then counts the listeners of every node.
  */
 import { DISCOVERY_BUDGET_BURST_SECONDS, DISCOVERY_FRESH_DELAY_MIN_MS, DISCOVERY_FRESH_DELAY_PER_LISTENER_MS, DISCOVERY_TICK_MAX_MS, DISCOVERY_TICK_MIN_MS } from './constants.js'
 import type { Announcement, Announcer } from './fanout.js'
-import type { PeerSocket } from './protocol.js'
+import { STARS, starOf, type PeerSocket, type Star } from './protocol.js'
 
 interface Entry extends Announcement {
   /** Still to be announced as a new join. */
@@ -38,8 +42,8 @@ export interface DiscoveryConfig {
 
 /** Cluster mode: the peers of the other nodes. */
 export interface OtherNodes {
-  /** Connections hearing announcements there. */
-  listeners: () => number
+  /** Connections hearing announcements of `star` there. */
+  listeners: (star: Star) => number
   /** Hands a batch of this node's addresses to them; the first `fresh` are new joins. */
   announce: (addresses: string[], fresh: number) => void
 }
@@ -57,6 +61,8 @@ export class Discovery {
   /** Addresses in announcement order; `[0, cursor)` have been announced this round. */
   private readonly entries: Entry[] = []
   private readonly positions = new Map<string, number>()
+  /** Entries of each transport. */
+  private readonly counts: Record<Star, number> = { 'websocket-star': 0, 'webrtc-star': 0 }
   private cursor = 0
   /** Refresh announcements owed, carried from tick to tick. */
   private credit = 0
@@ -100,27 +106,33 @@ export class Discovery {
     return this.entries.length
   }
 
-  /** Connections that receive announcements. */
+  /** Connections that receive announcements, of both transports. */
   get listeners (): number {
-    return this.announcer.listeners
+    return this.listenersOf('websocket-star') + this.listenersOf('webrtc-star')
   }
 
-  /** The connection now holds an address: it hears about the others. */
-  subscribe (socket: PeerSocket): void {
-    this.announcer.subscribe(socket)
+  /** Connections that receive announcements of `star`. */
+  listenersOf (star: Star): number {
+    return this.announcer.listenersOf(star)
   }
 
-  /** The connection holds no address any more. */
-  unsubscribe (socket: PeerSocket): void {
-    this.announcer.unsubscribe(socket)
+  /** The connection now holds an address of `star`: it hears about the others of it. */
+  subscribe (socket: PeerSocket, star: Star): void {
+    this.announcer.subscribe(socket, star)
+  }
+
+  /** The connection holds no address of `star` any more. */
+  unsubscribe (socket: PeerSocket, star: Star): void {
+    this.announcer.unsubscribe(socket, star)
   }
 
   /** Announces `address` at once, then every interval until `remove`. */
   add (address: string, ownerId: string): void {
     if (this.positions.has(address)) this.remove(address)
-    const entry: Entry = { address, ownerId, fresh: true }
+    const entry: Entry = { address, ownerId, star: starOf(address), fresh: true }
     this.positions.set(address, this.entries.length)
     this.entries.push(entry)
+    this.counts[entry.star]++
     this.fresh.push(entry)
     if (this.timer === undefined) {
       this.lastTick = Date.now()
@@ -135,7 +147,9 @@ export class Discovery {
   remove (address: string): void {
     let at = this.positions.get(address)
     if (at === undefined) return
-    ;(this.entries[at]).fresh = false
+    const entry = this.entries[at]
+    entry.fresh = false
+    this.counts[entry.star]--
     // keep the announced and the waiting parts of the round apart
     if (at < this.cursor) {
       this.cursor--
@@ -148,19 +162,20 @@ export class Discovery {
     if (this.entries.length === 0) this.stopTimers()
   }
 
-  /** Up to `count` joined addresses other than `except`, chosen at random when there are more. */
-  sample (count: number, except: string): string[] {
+  /** Up to `count` joined addresses of `star` other than `except`, chosen at random when there are more. */
+  sample (count: number, except: string, star: Star): string[] {
     const n = this.entries.length
+    const ofStar = this.counts[star] - (this.positions.has(except) && starOf(except) === star ? 1 : 0)
     // all of them when that is few enough (`except` is not always among them: a join asks before it is added)
-    if (n - (this.positions.has(except) ? 1 : 0) <= count) return this.entries.filter((e) => e.address !== except).map((e) => e.address)
+    if (ofStar <= count) return this.entries.filter((e) => e.star === star && e.address !== except).map((e) => e.address)
     const picked = new Set<number>()
     const chosen: string[] = []
     while (chosen.length < count) {
       const i = Math.floor(Math.random() * n)
       if (picked.has(i)) continue
       picked.add(i)
-      const address = (this.entries[i]).address
-      if (address !== except) chosen.push(address)
+      const { address, star: itsStar } = this.entries[i]
+      if (itsStar === star && address !== except) chosen.push(address)
     }
     return chosen
   }
@@ -170,6 +185,7 @@ export class Discovery {
     this.announcer.stop()
     this.entries.length = 0
     this.positions.clear()
+    for (const star of STARS) this.counts[star] = 0
     this.fresh = []
     this.freshHead = 0
     this.cursor = 0
@@ -203,8 +219,10 @@ export class Discovery {
     const rate = this.config.maxAnnouncementsPerSecond
     this.tokens = Math.min(this.burst(), this.tokens + rate * elapsed / 1000)
     const total = this.entries.length
-    // what one announcement costs: a delivery to every other joined connection
-    const cost = Math.max(1, this.listeners - 1 + (this.otherNodes?.listeners() ?? 0))
+    // what one announcement costs: a delivery to every other connection joined with its transport
+    const cost = { 'websocket-star': this.costOf('websocket-star'), 'webrtc-star': this.costOf('webrtc-star') }
+    // and one of the round, on average
+    const roundCost = (this.counts['websocket-star'] * cost['websocket-star'] + this.counts['webrtc-star'] * cost['webrtc-star']) / Math.max(1, total)
     const batch: Announcement[] = []
 
     // new joins first, into debt if need be, but not beyond one burst of it
@@ -213,7 +231,7 @@ export class Discovery {
       if (!entry.fresh) continue
       entry.fresh = false
       batch.push(entry)
-      this.tokens -= cost
+      this.tokens -= cost[entry.star]
     }
     if (this.freshHead === this.fresh.length) {
       this.fresh = []
@@ -222,14 +240,15 @@ export class Discovery {
     const fresh = batch.length
 
     // then the refresh round, at the interval the budget allows
-    this.intervalMs = Math.max(this.config.refreshPeerListIntervalMS, 1000 * total * cost / rate)
+    this.intervalMs = Math.max(this.config.refreshPeerListIntervalMS, 1000 * total * roundCost / rate)
     this.credit = Math.min(total, this.credit + total * elapsed / this.intervalMs)
-    let due = Math.min(total, Math.floor(this.credit), Math.max(0, Math.floor(this.tokens / cost)))
+    let due = Math.min(total, Math.floor(this.credit), Math.max(0, Math.floor(this.tokens / roundCost)))
     this.credit -= due
-    this.tokens -= due * cost
     while (due-- > 0) {
       if (this.cursor >= this.entries.length) this.cursor = 0
-      batch.push(this.entries[this.cursor++])
+      const entry = this.entries[this.cursor++]
+      batch.push(entry)
+      this.tokens -= cost[entry.star]
     }
 
     if (batch.length === 0) return
@@ -243,6 +262,10 @@ export class Discovery {
       this.delivered += deliveries
       this.announced(deliveries, dropped)
     })
+  }
+
+  private costOf (star: Star): number {
+    return Math.max(1, this.listenersOf(star) - 1 + (this.otherNodes?.listeners(star) ?? 0))
   }
 
   private swap (i: number, j: number): void {

@@ -19,13 +19,15 @@
  * relayed data) back for the whole of it.
  */
 import { encodeTextFrames, isWebSocket, rawSocketOf, unsentBytes, type Frames } from './engine.js'
-import { EVENTS, type PeerSocket, type SocketServer } from './protocol.js'
-import { FANOUT_SLICE_SOCKETS, JOINED_ROOM } from './constants.js'
+import { EVENTS, STARS, type PeerSocket, type SocketServer, type Star } from './protocol.js'
+import { FANOUT_SLICE_SOCKETS, JOINED_ROOMS } from './constants.js'
 
 export interface Announcement {
   address: string
   /** Connection that holds the address: it is not told about itself. */
   ownerId: string
+  /** Its transport: it is announced to the peers of that transport only. */
+  star: Star
 }
 
 /** All announcements as consecutive WebSocket frames of the Socket.IO packets Socket.IO would send. */
@@ -38,12 +40,12 @@ export type FanoutReport = (deliveries: number, dropped: number) => void
 
 /** What discovery needs to reach the peers that hear announcements. */
 export interface Announcer {
-  /** Connections that hear announcements. */
-  readonly listeners: number
+  /** Connections that hear announcements of one transport. */
+  listenersOf: (star: Star) => number
   /** Whether a batch is still being written. */
   readonly busy: boolean
-  subscribe: (socket: PeerSocket) => void
-  unsubscribe: (socket: PeerSocket) => void
+  subscribe: (socket: PeerSocket, star: Star) => void
+  unsubscribe: (socket: PeerSocket, star: Star) => void
   send: (batch: readonly Announcement[], fresh: number, report: FanoutReport) => void
   /** Cancels what is not written yet. */
   stop: () => void
@@ -55,29 +57,38 @@ export class Fanout implements Announcer {
 
   constructor (private readonly io: SocketServer, private readonly slowBytes: number) {}
 
-  get listeners (): number {
-    return this.io.sockets.adapter.rooms.get(JOINED_ROOM)?.size ?? 0
+  listenersOf (star: Star): number {
+    return this.io.sockets.adapter.rooms.get(JOINED_ROOMS[star])?.size ?? 0
   }
 
-  /** The connection now holds an address: it hears about the others. */
-  subscribe (socket: PeerSocket): void {
-    void socket.join(JOINED_ROOM)
+  /** The connection now holds an address of `star`: it hears about the others of it. */
+  subscribe (socket: PeerSocket, star: Star): void {
+    void socket.join(JOINED_ROOMS[star])
   }
 
-  /** The connection holds no address any more. */
-  unsubscribe (socket: PeerSocket): void {
-    void socket.leave(JOINED_ROOM)
+  /** The connection holds no address of `star` any more. */
+  unsubscribe (socket: PeerSocket, star: Star): void {
+    void socket.leave(JOINED_ROOMS[star])
   }
 
   /**
-   * Sends every announcement of `batch` to every joined connection but its
-   * owner: the first slice of peers now, the rest on the next turns. The
-   * first `fresh` are new joins; the rest are refreshes, which a websocket
-   * peer that Engine.IO is busy writing to (a relayed chunk, a join's answer)
-   * misses this time rather than getting one Socket.IO packet each.
+   * Sends every announcement of `batch` to every connection joined with its
+   * transport but its owner: the first slice of peers now, the rest on the
+   * next turns. The first `fresh` are new joins; the rest are refreshes,
+   * which a websocket peer that Engine.IO is busy writing to (a relayed
+   * chunk, a join's answer) misses this time rather than getting one
+   * Socket.IO packet each.
    */
   send (batch: readonly Announcement[], fresh: number, report: FanoutReport): void {
-    const room = this.io.sockets.adapter.rooms.get(JOINED_ROOM)
+    for (const star of STARS) {
+      const part = batch.filter((a) => a.star === star)
+      if (part.length === batch.length) { this.sendTo(star, batch, fresh, report); return }
+      if (part.length > 0) this.sendTo(star, part, batch.slice(0, fresh).filter((a) => a.star === star).length, report)
+    }
+  }
+
+  private sendTo (star: Star, batch: readonly Announcement[], fresh: number, report: FanoutReport): void {
+    const room = this.io.sockets.adapter.rooms.get(JOINED_ROOMS[star])
     if (batch.length === 0 || room === undefined) return
     const { buffer, offsets } = encode(batch)
     // which frames each owner must not receive; nearly always one or none

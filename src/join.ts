@@ -1,16 +1,20 @@
 /**
  * `ss-join`, `ss-leave` and disconnect: the join flow across the crypto
  * challenge, the registry and discovery (PROTOCOL.md, "Client → server").
+ * A webrtc-star join is the address alone: no challenge (its clients have
+ * none), no answer; it hears of the webrtc-star peers joined so far at once.
  */
 import debug from 'debug'
-import { WebSocketStar } from '@multiformats/mafmt'
+import { WebSockets, WebSocketsSecure, WebSocketStar } from '@multiformats/mafmt'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { keyForPeerId, type Challenges } from './challenge.js'
 import type { ClusterNode } from './cluster/node.js'
 import type { Discovery } from './discovery.js'
 import { errorMessage } from './log.js'
 import type { Metrics } from './metrics.js'
 import type { PeerPolicy } from './policy.js'
-import { ERRORS, peerIdOfAddress, type Ack, type JoinRequest, type PeerSocket } from './protocol.js'
+import { ERRORS, EVENTS, peerIdOfAddress, starOf, type Ack, type JoinRequest, type PeerSocket, type Star } from './protocol.js'
 import type { Registry } from './registry.js'
 
 const log = debug('rendezvous:join')
@@ -36,10 +40,27 @@ export interface JoinComponents {
 
 export interface JoinConfig {
   cryptoChallenge: boolean
+  webrtcStar: boolean
   strictMultiaddr: boolean
   maxPeersInJoinReply: number
   maxAddressesPerConnection: number
   maxPeers: number
+}
+
+/** The multiaddr code of `p2p-webrtc-star`. */
+const WEBRTC_STAR_CODE = 275
+
+/**
+ * A webrtc-star listening address with its peer id, as webrtc-star's clients
+ * join: `/dns4/<host>/tcp/<port>/wss/p2p-webrtc-star/p2p/<id>` (or ws, or
+ * ip4/ip6). mafmt's own matcher of it is deprecated, so: WebSockets, then
+ * these two.
+ */
+function isWebrtcStar (ma: Multiaddr): boolean {
+  const names = ma.getComponents().map((component) => component.name)
+  if (names.length < 2 || names[names.length - 2] !== 'p2p-webrtc-star' || names[names.length - 1] !== 'p2p') return false
+  const socket = ma.decapsulateCode(WEBRTC_STAR_CODE)
+  return WebSockets.matches(socket) || WebSocketsSecure.matches(socket)
 }
 
 export class Joins {
@@ -59,21 +80,24 @@ export class Joins {
     const startedAt = process.hrtime.bigint()
     const { address, data } = request
     const ack: Ack = request.ack ?? (() => {})
-    const isSignature = this.config.cryptoChallenge && this.challenges.has(socket.id, address)
+    const { star } = request
+    const challenged = this.config.cryptoChallenge && star === 'websocket-star'
+    const isSignature = challenged && this.challenges.has(socket.id, address)
     // as the old server counted: the signature step is part of the join it answers
-    if (!isSignature) this.metrics.joinAttempt()
+    if (!isSignature) this.metrics.joinAttempt(star)
     const fail = (error: string): void => {
       log('[%s] join %s refused: %s', socket.id, address, error)
-      this.metrics.joinAnswered('failure', startedAt)
+      this.metrics.joinAnswered('failure', startedAt, star)
       ack(error)
     }
 
-    if (this.config.strictMultiaddr && !WebSocketStar.matches(request.multiaddr)) { fail(ERRORS.INVALID_MULTIADDR); return; }
+    const invalid = this.addressError(request)
+    if (invalid !== undefined) { fail(invalid); return; }
     // checked at both steps of the challenge: the policy may change in between
     if (!this.allowed(request.peerId)) { fail(ERRORS.PEER_NOT_ALLOWED); return; }
     const full = this.capacityError(socket, address)
     if (full !== undefined) { fail(full); return; }
-    if (!this.config.cryptoChallenge) { await this.finalize(socket, address, ack, startedAt); return; }
+    if (!challenged) { await this.finalize(socket, address, ack, startedAt); return; }
     if (data === '') { fail(ERRORS.NO_ID); return; }
 
     if (isSignature) {
@@ -92,8 +116,29 @@ export class Joins {
     const begun = this.challenges.begin(socket.id, address, key)
     if ('error' in begun) { fail(begun.error); return; }
     log('[%s] challenge sent for %s', socket.id, address)
-    this.metrics.joinAnswered('challenge', startedAt)
+    this.metrics.joinAnswered('challenge', startedAt, star)
     ack(null, begun.nonce)
+  }
+
+  /** Why the address of a join is refused, if it is. */
+  private addressError ({ star, multiaddr, peerId }: JoinRequest): string | undefined {
+    if (star === 'websocket-star') return this.config.strictMultiaddr && !WebSocketStar.matches(multiaddr) ? ERRORS.INVALID_MULTIADDR : undefined
+    if (!this.config.webrtcStar) return ERRORS.WEBRTC_STAR_OFF
+    if (this.config.strictMultiaddr && !isWebrtcStar(multiaddr)) return ERRORS.INVALID_MULTIADDR
+    // webrtc-star clients read the peer id of every address they hear of, and some crash on one they cannot
+    try {
+      peerIdFromString(peerId)
+      return undefined
+    } catch {
+      return ERRORS.INVALID_MULTIADDR
+    }
+  }
+
+  /** webrtc-star's `ss-leave()` without an address: the connection leaves every webrtc-star address it holds. */
+  leaveStar (socket: PeerSocket, star: Star): void {
+    for (const address of [...this.registry.addressesOf(socket.id) ?? []]) {
+      if (starOf(address) === star) this.leave(socket, address)
+    }
   }
 
   leave (socket: PeerSocket, address: string): void {
@@ -174,21 +219,25 @@ export class Joins {
   }
 
   private async finalize (socket: PeerSocket, address: string, ack: Ack, startedAt: bigint): Promise<void> {
+    const star = starOf(address)
     const previous = this.registry.claim(address, socket)
     if (previous !== undefined) {
       log('[%s] takes %s over from [%s]', socket.id, address, previous.id)
       this.forget(previous, address)
     }
-    this.discovery.subscribe(socket)
-    const others = await this.claimInCluster(socket, address) ?? this.discovery.sample(this.config.maxPeersInJoinReply, address)
+    this.discovery.subscribe(socket, star)
+    const inCluster = await this.claimInCluster(socket, address)
+    const others = inCluster?.filter((other) => starOf(other) === star) ?? this.discovery.sample(this.config.maxPeersInJoinReply, address, star)
     if (!this.registry.holds(socket, address)) {
       // gone, left or taken over while Redis answered
       if (socket.connected) ack(null, null, others)
       return
     }
-    this.metrics.joinAnswered('success', startedAt)
+    this.metrics.joinAnswered('success', startedAt, star)
     log('[%s] joined %s', socket.id, address)
     ack(null, null, others)
+    // webrtc-star has no answer to a join: its peers are announced to the newcomer now, rather than at their next refresh
+    if (star === 'webrtc-star') for (const other of others) socket.emit(EVENTS.PEER, other)
     this.discovery.add(address, socket.id)
   }
 
@@ -218,10 +267,12 @@ export class Joins {
     }
   }
 
-  /** `socket` no longer holds `address`: stop announcing it, and to it if it holds nothing. */
+  /** `socket` no longer holds `address`: stop announcing it, and to it if it holds nothing of its transport. */
   private forget (socket: PeerSocket, address: string): void {
     this.discovery.remove(address)
     this.released(socket, address)
-    if (this.registry.addressesOf(socket.id) === undefined) this.discovery.unsubscribe(socket)
+    const star = starOf(address)
+    const held = this.registry.addressesOf(socket.id)
+    if (held === undefined || ![...held].some((other) => starOf(other) === star)) this.discovery.unsubscribe(socket, star)
   }
 }

@@ -19,6 +19,7 @@ export interface LimitsConfig {
   maxConnectionsPerIP: number
   maxJoinsPerSecond: number
   maxDialsPerSecond: number
+  maxSignalsPerSecond: number
   joinTimeoutMS: number
   maxUnsentBytes: number
 }
@@ -35,6 +36,7 @@ interface Tracked {
   openedAt: number
   joins: Bucket
   dials: Bucket
+  signals: Bucket
 }
 
 /** Refills at `rate` per second up to twice that; takes one token if there is one. */
@@ -97,7 +99,8 @@ export class Limits {
       socket,
       openedAt: now,
       joins: { tokens: 2 * this.config.maxJoinsPerSecond, at: now },
-      dials: { tokens: 2 * this.config.maxDialsPerSecond, at: now }
+      dials: { tokens: 2 * this.config.maxDialsPerSecond, at: now },
+      signals: { tokens: 2 * this.config.maxSignalsPerSecond, at: now }
     })
   }
 
@@ -119,6 +122,11 @@ export class Limits {
   allowDial (socket: PeerSocket): boolean {
     const t = this.tracked.get(socket.id)
     return t === undefined || take(t.dials, this.config.maxDialsPerSecond, Date.now())
+  }
+
+  allowSignal (socket: PeerSocket): boolean {
+    const t = this.tracked.get(socket.id)
+    return t === undefined || take(t.signals, this.config.maxSignalsPerSecond, Date.now())
   }
 
   stop (): void {

@@ -4,10 +4,13 @@
  * are off, every method is a no-op and nothing is registered.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { Star } from './protocol.js'
 
 /** Figures read at scrape time rather than counted on the hot path. */
 export interface Gauges {
-  peers: () => number
+  /** The transports served: each has its series of the metrics labelled `transport`. */
+  stars: readonly Star[]
+  peers: (star: Star) => number
   connections: () => number
   joinedConnections: () => number
   pendingChallenges: () => number
@@ -24,14 +27,19 @@ export interface Gauges {
 
 export type JoinResult = 'success' | 'failure' | 'challenge'
 
+/** What became of a webrtc-star `ss-handshake`: passed on, answered `peer is not available`, or refused (bad, unauthorized or too many). */
+export type SignalResult = 'relayed' | 'unavailable' | 'refused'
+
 export interface Metrics {
   readonly enabled: boolean
   /** The registry, when metrics are on. */
   readonly registry?: Registry
   /** An `ss-join` that starts a join (a signature finishes the one its key started). */
-  joinAttempt: () => void
+  joinAttempt: (star: Star) => void
   /** An `ss-join` was answered; `startedAt` is `process.hrtime.bigint()` at its arrival. */
-  joinAnswered: (result: JoinResult, startedAt: bigint) => void
+  joinAnswered: (result: JoinResult, startedAt: bigint, star: Star) => void
+  /** A webrtc-star `ss-handshake`, by what became of it. */
+  signalled: (result: SignalResult) => void
   dialAttempt: () => void
   dialAnswered: (success: boolean, startedAt: bigint) => void
   /** Bytes delivered to a relay's receiver. */
@@ -58,6 +66,7 @@ const disabled: Metrics = {
   joinAnswered: noop,
   dialAttempt: noop,
   dialAnswered: noop,
+  signalled: noop,
   relayed: noop,
   announced: noop,
   handlerError: noop,
@@ -80,8 +89,14 @@ function registerGauges (registers: Registry[], gauges: Gauges): void {
   const gauge = (name: string, help: string, read: () => number, aggregator?: 'min' | 'max'): void => {
     new Gauge({ name, help, registers, collect () { this.set(read()) }, ...(aggregator !== undefined ? { aggregator } : {}) })
   }
-  // the old server's name, kept as it was: dashboards already use it
-  gauge('rendezvous_peers', 'joined addresses now', gauges.peers)
+  // the old server's name, kept as it was, with one series per transport: sum() gives the old figure
+  new Gauge({
+    name: 'rendezvous_peers',
+    help: 'joined addresses now, by transport',
+    labelNames: ['transport'],
+    registers,
+    collect () { for (const transport of gauges.stars) this.set({ transport }, gauges.peers(transport)) }
+  })
   gauge('rendezvous_connections', 'Socket.IO connections open now, joined or not', gauges.connections)
   gauge('rendezvous_joined_connections', 'connections holding at least one address', gauges.joinedConnections)
   gauge('rendezvous_crypto_challenges_pending', 'crypto challenges waiting for their signature', gauges.pendingChallenges)
@@ -103,9 +118,13 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
 
   registerGauges(registers, gauges)
   // The old server's names, kept as they were: dashboards already use them.
-  const joinsTotal = new Counter({ name: 'rendezvous_joins_total', help: 'joins attempted since the server started', registers })
-  const joinsSuccess = new Counter({ name: 'rendezvous_joins_total_success', help: 'joins completed since the server started', registers })
-  const joinsFailure = new Counter({ name: 'rendezvous_joins_total_failure', help: 'joins refused since the server started', registers })
+  // each with one series per transport: sum() gives the old figure
+  const byTransport = { labelNames: ['transport'], registers }
+  const joinsTotal = new Counter({ name: 'rendezvous_joins_total', help: 'joins attempted since the server started, by transport', ...byTransport })
+  const joinsSuccess = new Counter({ name: 'rendezvous_joins_total_success', help: 'joins completed since the server started, by transport', ...byTransport })
+  const joinsFailure = new Counter({ name: 'rendezvous_joins_total_failure', help: 'joins refused since the server started, by transport', ...byTransport })
+  for (const transport of gauges.stars) for (const counter of [joinsTotal, joinsSuccess, joinsFailure]) counter.inc({ transport }, 0)
+  const signals = new Counter({ name: 'rendezvous_webrtc_star_signals_total', help: 'webrtc-star ss-handshake messages, by result (relayed; unavailable: no such webrtc-star peer; refused: bad, unauthorized or too many)', labelNames: ['result'], registers })
   const dialsTotal = new Counter({ name: 'rendezvous_dials_total', help: 'dials attempted since the server started', registers })
   const dialsSuccess = new Counter({ name: 'rendezvous_dials_total_success', help: 'dials the listener accepted since the server started', registers })
   const dialsFailure = new Counter({ name: 'rendezvous_dials_total_failure', help: 'dials refused, timed out or abandoned since the server started', registers })
@@ -113,7 +132,7 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
   const relayedBytes = new Counter({ name: 'rendezvous_relayed_bytes_total', help: 'bytes delivered through relayed streams', registers })
   const announcements = new Counter({ name: 'rendezvous_discovery_announcements_total', help: 'ws-peer messages delivered to peers (rate() gives announcements per second)', registers })
   const dropped = new Counter({ name: 'rendezvous_discovery_announcements_dropped_total', help: 'ws-peer messages skipped because the peer was not reading', registers })
-  const joinDuration = new Histogram({ name: 'rendezvous_join_duration_seconds', help: 'time from an ss-join to its answer, by result (challenge: a nonce was sent)', labelNames: ['result'], buckets: DURATION_BUCKETS, registers })
+  const joinDuration = new Histogram({ name: 'rendezvous_join_duration_seconds', help: 'time from an ss-join to its answer, by result (challenge: a nonce was sent) and transport', labelNames: ['result', 'transport'], buckets: DURATION_BUCKETS, registers })
   const dialDuration = new Histogram({ name: 'rendezvous_dial_duration_seconds', help: 'time from an ss-dial to its answer, which waits for the listener', labelNames: ['result'], buckets: DURATION_BUCKETS, registers })
   const closedByLimit = new Counter({ name: 'rendezvous_connections_closed_total', help: 'connections the server closed for breaking a limit, by reason', labelNames: ['reason'], registers })
   const refusals = new Counter({ name: 'rendezvous_refusals_total', help: 'connections, joins and requests refused by a policy, by reason', labelNames: ['reason'], registers })
@@ -126,12 +145,13 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
   return {
     enabled: true,
     registry,
-    joinAttempt: () => { joinsTotal.inc() },
-    joinAnswered: (result, startedAt) => {
-      if (result === 'success') joinsSuccess.inc()
-      else if (result === 'failure') joinsFailure.inc()
-      joinDuration.observe({ result }, secondsSince(startedAt))
+    joinAttempt: (transport) => { joinsTotal.inc({ transport }) },
+    joinAnswered: (result, startedAt, transport) => {
+      if (result === 'success') joinsSuccess.inc({ transport })
+      else if (result === 'failure') joinsFailure.inc({ transport })
+      joinDuration.observe({ result, transport }, secondsSince(startedAt))
     },
+    signalled: (result) => { signals.inc({ result }) },
     dialAttempt: () => { dialsTotal.inc() },
     dialAnswered: (success, startedAt) => {
       if (success) dialsSuccess.inc()

@@ -75,7 +75,8 @@ const TABLE = [
   { key: 'cryptoChallenge', flag: 'disableCryptoChallenge', env: 'DISABLE_CRYPTO_CHALLENGE', kind: 'boolean', negated: true, library: true, describe: 'let peers join without proving they own their peer id' },
   { key: 'peerPolicy', flag: 'peerPolicy', env: 'PEER_POLICY', kind: 'string', describe: 'peer-id policy file: allow and deny lists (JSON or text), read again on SIGHUP and when it changes' },
   // the old library accepted any address, the old command only websocket-star ones
-  { key: 'strictMultiaddr', flag: 'disableStrictMultiaddr', env: 'DISABLE_STRICT_MULTIADDR', kind: 'boolean', negated: true, library: false, cli: true, describe: 'accept addresses that are not websocket-star multiaddrs' },
+  { key: 'strictMultiaddr', flag: 'disableStrictMultiaddr', env: 'DISABLE_STRICT_MULTIADDR', kind: 'boolean', negated: true, library: false, cli: true, describe: 'accept addresses that are not websocket-star (or webrtc-star) multiaddrs' },
+  { key: 'webrtcStar', flag: 'disableWebrtcStar', env: 'DISABLE_WEBRTC_STAR', kind: 'boolean', negated: true, library: true, describe: 'do not serve webrtc-star signalling (its joins, offers and /socket.io-next)' },
   { key: 'metrics', flag: 'disableMetrics', env: 'DISABLE_METRICS', kind: 'boolean', negated: true, library: false, cli: true, describe: 'do not serve Prometheus metrics on /metrics' },
   { key: 'refreshPeerListIntervalMS', flag: 'refreshPeerListIntervalMS', env: 'REFRESH_PEER_LIST_INTERVAL_MS', kind: 'ms', library: 10 * second, describe: 'how often every joined address is announced again, in ms' },
   { key: 'challengeTimeoutMS', flag: 'challengeTimeoutMS', env: 'CHALLENGE_TIMEOUT_MS', kind: 'ms', library: 1 * minute, describe: 'how long a crypto challenge waits for its signature, in ms' },
@@ -96,6 +97,8 @@ const TABLE = [
   // a listen takes two joins
   { key: 'maxJoinsPerSecond', flag: 'maxJoinsPerSecond', env: 'MAX_JOINS_PER_SECOND', kind: 'count', library: 20, describe: 'ss-join requests per second per connection (bursts of twice as many)' },
   { key: 'maxDialsPerSecond', flag: 'maxDialsPerSecond', env: 'MAX_DIALS_PER_SECOND', kind: 'count', library: 50, describe: 'ss-dial requests per second per connection (bursts of twice as many)' },
+  // a WebRTC connection takes an offer, an answer and a few trickled candidates each way
+  { key: 'maxSignalsPerSecond', flag: 'maxSignalsPerSecond', env: 'MAX_SIGNALS_PER_SECOND', kind: 'count', library: 100, describe: 'webrtc-star ss-handshake messages per second per connection (bursts of twice as many)' },
   { key: 'joinTimeoutMS', flag: 'joinTimeoutMS', env: 'JOIN_TIMEOUT_MS', kind: 'limit-ms', library: 1 * minute, describe: 'how long a connection may stay without holding an address, in ms (0: forever)' },
   { key: 'maxUnsentBytes', flag: 'maxUnsentBytes', env: 'MAX_UNSENT_BYTES', kind: 'bytes', library: 8 * MiB, describe: 'output a peer may leave unread before it is disconnected' },
   // relayed chunks of 1 MiB must fit

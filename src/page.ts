@@ -6,7 +6,10 @@
 import { isIPv4, isIPv6 } from 'node:net'
 
 export interface PageFigures {
+  /** websocket-star peers... */
   peers: number
+  /** ...and webrtc-star ones, when it is served. */
+  webrtcStarPeers?: number
   connections: number
   relayedStreams: number
   uptimeSeconds: number
@@ -54,7 +57,8 @@ function formatUptime (seconds: number): string {
 
 export function renderPage (address: string, figures: PageFigures): string {
   const rows: Array<[string, string, string]> = [
-    ['peers', 'Peers online', String(figures.peers)],
+    ['peers', figures.webrtcStarPeers === undefined ? 'Peers online' : 'websocket-star peers', String(figures.peers)],
+    ...(figures.webrtcStarPeers === undefined ? [] : [['webrtc-star', 'webrtc-star peers', String(figures.webrtcStarPeers)] satisfies [string, string, string]]),
     ['connections', 'Connections', String(figures.connections)],
     ['relays', 'Relayed streams', String(figures.relayedStreams)],
     ['uptime', 'Uptime', formatUptime(figures.uptimeSeconds)],

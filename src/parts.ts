@@ -24,9 +24,10 @@ import { createMetrics, type Metrics } from './metrics.js'
 import { PeerPolicy } from './policy.js'
 import type { Config } from './options.js'
 import { renderPage, websocketStarAddress } from './page.js'
-import { ERRORS, type PeerSocket, type SocketServer } from './protocol.js'
+import { ERRORS, STARS, type PeerSocket, type SocketServer } from './protocol.js'
 import { Registry } from './registry.js'
 import { Relay } from './relay/index.js'
+import { Signalling } from './signalling.js'
 import { createSocketServer, originRefusal, wireSockets, type Handlers } from './socket.js'
 import { VERSION } from './version.js'
 
@@ -63,6 +64,8 @@ export class Parts {
   readonly policy: PeerPolicy
   readonly joins: Joins
   readonly relay: Relay
+  /** webrtc-star's offers and answers; undefined with `--disableWebrtcStar`. */
+  readonly signalling: Signalling | undefined
   /** The operator's view, `/admin/…` (404 without `--adminToken`); in cluster mode it answers the other nodes too. */
   readonly admin: Admin
   /** HTTPS only: the key material, read again on SIGHUP and when its files change. */
@@ -77,7 +80,8 @@ export class Parts {
     const { registry } = this
     this.challenges = new Challenges(config.challengeTimeoutMS, config.maxPendingChallenges)
     this.metrics = createMetrics(config.metrics, {
-      peers: () => registry.size,
+      stars: config.webrtcStar ? STARS : ['websocket-star'],
+      peers: (star) => registry.sizeOf(star),
       connections: () => this.io.engine.clientsCount,
       joinedConnections: () => registry.connections,
       pendingChallenges: () => this.challenges.pending,
@@ -110,12 +114,12 @@ export class Parts {
     this.limits = new Limits(config, this.io, registry, addresses, this.metrics.connectionClosed)
     const cluster = config.redis === undefined
       ? undefined
-      : new ClusterNode({ io: this.io, describe: () => ({ listeners: this.discovery.listeners, peers: registry.size }), purged: this.metrics.purged, admin: (query) => this.admin.answer(query) }, { redis: config.redis, clusterNodeTimeoutMS: config.clusterNodeTimeoutMS })
+      : new ClusterNode({ io: this.io, describe: () => ({ listeners: this.discovery.listenersOf('websocket-star'), webrtcListeners: this.discovery.listenersOf('webrtc-star'), peers: registry.size }), purged: this.metrics.purged, admin: (query) => this.admin.answer(query) }, { redis: config.redis, clusterNodeTimeoutMS: config.clusterNodeTimeoutMS })
     this.cluster = cluster
     this.discovery = new Discovery({
       announcer: new Fanout(this.io, SLOW_PEER_ANNOUNCE_BYTES),
       announced: this.metrics.announced,
-      ...(cluster !== undefined ? { otherNodes: { listeners: () => cluster.up ? cluster.remoteListeners : 0, announce: (addresses, fresh) => { cluster.announce(addresses, fresh) } } } : {})
+      ...(cluster !== undefined ? { otherNodes: { listeners: (star) => cluster.up ? cluster.remoteListeners(star) : 0, announce: (addresses, fresh) => { cluster.announce(addresses, fresh) } } } : {})
     }, config)
     this.policy = new PeerPolicy(config.peerPolicy, () => { this.joins.applyPolicy() })
     this.joins = new Joins({
@@ -145,6 +149,14 @@ export class Parts {
           }
         : {})
     }, { ...config, relayLowWaterBytes: Math.floor(config.relayHighWaterBytes * RELAY_LOW_WATER_RATIO) })
+    this.signalling = config.webrtcStar
+      ? new Signalling({
+        registry,
+        metrics: this.metrics,
+        connection: (id) => this.io.sockets.sockets.get(id),
+        ...(cluster !== undefined ? { nodes: { node: cluster.node, send: (node, message) => cluster.send(node, message), locate: async (address) => cluster.up ? await cluster.locate(address) : undefined } } : {})
+      })
+      : undefined
     this.admin = new Admin({
       registry,
       relayedBytesOf: (id) => this.relay.relayedBytesOf(id),
@@ -154,9 +166,9 @@ export class Parts {
       metrics: this.metrics,
       ...(cluster !== undefined ? { cluster } : {})
     }, config.adminToken)
-    if (cluster !== undefined) new ClusterRouter({ node: cluster, registry, joins: this.joins, relay: this.relay, discovery: this.discovery })
+    if (cluster !== undefined) new ClusterRouter({ node: cluster, registry, joins: this.joins, relay: this.relay, discovery: this.discovery, signalling: this.signalling })
     const joins = options.joinHandlers?.(this.joins) ?? this.joins
-    wireSockets(this.io, { joins, relay: this.relay, limits: this.limits, metrics: this.metrics, addresses })
+    wireSockets(this.io, { joins, relay: this.relay, signalling: this.signalling, limits: this.limits, metrics: this.metrics, addresses })
   }
 
   /** Shutdown has begun: new connections and dials are refused, what runs may finish. */
@@ -239,7 +251,8 @@ export class Parts {
 
   private figures (): Parameters<typeof renderPage>[1] {
     return {
-      peers: this.registry.size,
+      peers: this.registry.sizeOf('websocket-star'),
+      ...(this.config.webrtcStar ? { webrtcStarPeers: this.registry.sizeOf('webrtc-star') } : {}),
       connections: this.io.engine.clientsCount,
       relayedStreams: this.relay.streams,
       uptimeSeconds: (Date.now() - this.startedAt) / 1000,

@@ -5,7 +5,7 @@
  */
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Server, Socket } from 'socket.io'
-import { MAX_ADDRESS_LENGTH, MAX_DIAL_ID_LENGTH, MAX_JOIN_DATA_LENGTH } from './constants.js'
+import { MAX_ADDRESS_LENGTH, MAX_DIAL_ID_LENGTH, MAX_INTENT_ID_LENGTH, MAX_JOIN_DATA_LENGTH, MAX_SIGNAL_LENGTH } from './constants.js'
 
 /** Strings sent through acknowledgements. Always strings: an Error JSON-encodes to `{}`. */
 export const ERRORS = {
@@ -34,6 +34,9 @@ export const ERRORS = {
   TOO_MANY_CONNECTIONS: 'Too many connections from this address',
   ORIGIN_NOT_ALLOWED: 'Origin not allowed',
   ORIGIN_REQUIRED: 'Origin required',
+  WEBRTC_STAR_OFF: 'webrtc-star signalling is off on this server',
+  // webrtc-star's own string (its clients show it), in the offer's `err`
+  PEER_NOT_AVAILABLE: 'peer is not available',
   INTERNAL: 'Internal server error'
 } as const
 
@@ -48,8 +51,22 @@ export const EVENTS = {
   DIAL: 'ss-dial',
   PEER: 'ws-peer',
   // spelt with a double m on the wire
-  INCOMING: 'ss-incomming'
+  INCOMING: 'ss-incomming',
+  // webrtc-star signalling: an offer or answer in, the same passed on
+  HANDSHAKE: 'ss-handshake',
+  SIGNAL: 'ws-handshake'
 } as const
+
+/**
+ * The two transports served. A peer's kind is its address's: webrtc-star
+ * addresses name `p2p-webrtc-star`; every other address is websocket-star.
+ */
+export type Star = 'websocket-star' | 'webrtc-star'
+export const STARS: readonly Star[] = ['websocket-star', 'webrtc-star']
+
+export function starOf (address: string): Star {
+  return address.includes('/p2p-webrtc-star') ? 'webrtc-star' : 'websocket-star'
+}
 
 /** Prefix of the relayed-stream sub-protocol's events (socket.io-pull-stream). */
 export const STREAM_EVENT_PREFIX = 'socket.io-pull-stream.'
@@ -64,23 +81,42 @@ export interface ClientToServerEvents {
   'ss-join': (...args: unknown[]) => void
   'ss-leave': (...args: unknown[]) => void
   'ss-dial': (...args: unknown[]) => void
+  'ss-handshake': (...args: unknown[]) => void
 }
 
 /** Server → client. */
 export interface ServerToClientEvents {
   'ws-peer': (address: string) => void
   'ss-incomming': (dialId: string, from: string, ack: (...answer: unknown[]) => void) => void
+  'ws-handshake': (offer: Offer) => void
   [stream: StreamEventName]: (...args: unknown[]) => void
 }
 
 export interface JoinRequest {
   address: string
   multiaddr: Multiaddr
+  star: Star
   /** The peer id written in the address: the text after its last `/ipfs/` or `/p2p/`. */
   peerId: string
-  /** Hex public key, hex signature, or empty. */
+  /** Hex public key, hex signature, or empty (always empty for webrtc-star, whose join is the address alone). */
   data: string
   ack: Ack | undefined
+}
+
+/**
+ * webrtc-star's `ss-handshake` and `ws-handshake`: one WebRTC signal (an SDP
+ * offer or answer, or an ICE candidate) of the dial `intentId`, from the
+ * dialer's address to the listener's (`answer` unset) or back (`answer`
+ * true). The server passes these fields on, and only these; an offer it
+ * cannot deliver comes back to its sender with `err` set.
+ */
+export interface Offer {
+  intentId: string
+  srcMultiaddr: string
+  dstMultiaddr: string
+  signal: unknown
+  answer?: true
+  err?: string
 }
 
 export interface DialRequest {
@@ -114,20 +150,22 @@ export function peerIdOfAddress (address: string): string {
   return ipfs > p2p ? address.slice(ipfs + 5) : address.slice(p2p + 4)
 }
 
-/** `ss-join(address, data, ack)`. */
+/** `ss-join(address, data, ack)`, or webrtc-star's `ss-join(address)`. */
 export function parseJoin (args: unknown[]): JoinRequest | Rejected {
   const [address, data] = args
   const ack = ackOf(args)
-  if (!isAddressString(address) || typeof data !== 'string' || data.length > MAX_JOIN_DATA_LENGTH) {
-    return { invalid: true, ack }
-  }
+  if (!isAddressString(address)) return { invalid: true, ack }
+  const star = starOf(address)
+  // webrtc-star clients send the address alone, websocket-star ones always a string after it
+  const given = star === 'webrtc-star' && (data === undefined || data === ack) ? '' : data
+  if (typeof given !== 'string' || given.length > MAX_JOIN_DATA_LENGTH) return { invalid: true, ack }
   let ma: Multiaddr
   try {
     ma = multiaddr(address)
   } catch {
     return { invalid: true, ack }
   }
-  return { address, multiaddr: ma, peerId: peerIdOfAddress(address), data, ack }
+  return { address, multiaddr: ma, star, peerId: peerIdOfAddress(address), data: given, ack }
 }
 
 /** `ss-leave(address)`: the address, or undefined when it is not one. */
@@ -144,6 +182,22 @@ export function parseDial (args: unknown[]): DialRequest | Rejected {
     return { invalid: true, ack }
   }
   return { from, to, dialId, ack }
+}
+
+/**
+ * `ss-handshake(offer)`: the offer with its known fields only, or undefined
+ * when it is not one. Its signal is an object bounded by the length of its JSON.
+ */
+export function parseHandshake (args: unknown[]): Offer | undefined {
+  const [offer] = args
+  if (typeof offer !== 'object' || offer === null || Array.isArray(offer)) return undefined
+  const { intentId, srcMultiaddr, dstMultiaddr, signal, answer } = offer as Record<string, unknown>
+  if (typeof intentId !== 'string' || intentId.length === 0 || intentId.length > MAX_INTENT_ID_LENGTH) return undefined
+  if (!isAddressString(srcMultiaddr) || !isAddressString(dstMultiaddr)) return undefined
+  if (answer !== undefined && typeof answer !== 'boolean') return undefined
+  // an object (an SDP or a candidate): the clients read `signal.type` of every offer they get
+  if (typeof signal !== 'object' || signal === null || Array.isArray(signal) || JSON.stringify(signal).length > MAX_SIGNAL_LENGTH) return undefined
+  return { intentId, srcMultiaddr, dstMultiaddr, signal, ...(answer === true ? { answer } : {}) }
 }
 
 export function isRejected (request: object): request is Rejected {

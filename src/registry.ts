@@ -3,6 +3,7 @@
  * connection; a connection may hold several addresses. This module is the
  * only one that adds to or removes from these maps.
  */
+import { starOf, type Star } from './protocol.js'
 
 /** A connection, as the registry knows it: by its id. */
 export interface Connection {
@@ -12,10 +13,16 @@ export interface Connection {
 export class Registry<S extends Connection> {
   private readonly holders = new Map<string, S>()
   private readonly byConnection = new Map<string, Set<string>>()
+  private readonly counts: Record<Star, number> = { 'websocket-star': 0, 'webrtc-star': 0 }
 
   /** Joined addresses. */
   get size (): number {
     return this.holders.size
+  }
+
+  /** Joined addresses of one transport. */
+  sizeOf (star: Star): number {
+    return this.counts[star]
   }
 
   /** Connections holding at least one address. */
@@ -47,6 +54,7 @@ export class Registry<S extends Connection> {
     const previous = this.holders.get(address)
     if (previous?.id === connection.id) return undefined
     if (previous !== undefined) this.unlink(previous.id, address)
+    else this.counts[starOf(address)]++
     this.holders.set(address, connection)
     let held = this.byConnection.get(connection.id)
     if (held === undefined) {
@@ -61,6 +69,7 @@ export class Registry<S extends Connection> {
   release (address: string, connection: S): boolean {
     if (this.holders.get(address)?.id !== connection.id) return false
     this.holders.delete(address)
+    this.counts[starOf(address)]--
     this.unlink(connection.id, address)
     return true
   }
@@ -71,7 +80,10 @@ export class Registry<S extends Connection> {
     if (held === undefined) return []
     this.byConnection.delete(connectionId)
     const released = [...held]
-    for (const address of released) this.holders.delete(address)
+    for (const address of released) {
+      this.holders.delete(address)
+      this.counts[starOf(address)]--
+    }
     return released
   }
 

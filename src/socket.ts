@@ -6,24 +6,27 @@
 import type { Server as HttpServer, IncomingMessage } from 'node:http'
 import debug from 'debug'
 import { Server } from 'socket.io'
-import { SOCKET_IO_PATH } from './constants.js'
+import { SOCKET_IO_PATH, WEBRTC_STAR_SOCKET_IO_PATH } from './constants.js'
 import type { ClientAddresses } from './client-addresses.js'
 import type { Joins } from './join.js'
 import type { Limits } from './limits.js'
 import { tapStreamChunks } from './engine.js'
 import { logError } from './log.js'
-import { ERRORS, EVENTS, STREAM_EVENT_PREFIX, isRejected, parseDial, parseJoin, parseLeave, type Ack, type PeerSocket, type SocketServer } from './protocol.js'
+import { ERRORS, EVENTS, STREAM_EVENT_PREFIX, isRejected, parseDial, parseHandshake, parseJoin, parseLeave, starOf, type Ack, type PeerSocket, type SocketServer } from './protocol.js'
 import type { Metrics } from './metrics.js'
 import type { Relay } from './relay/index.js'
+import type { Signalling } from './signalling.js'
 
 const log = debug('rendezvous:socket')
 
 /** The parts each event is handed to, once checked. */
 export interface Handlers {
-  joins: Pick<Joins, 'join' | 'leave' | 'disconnect'>
+  joins: Pick<Joins, 'join' | 'leave' | 'leaveStar' | 'disconnect'>
   relay: Pick<Relay, 'dial' | 'onStreamEvent' | 'connectionClosed'>
-  limits: Pick<Limits, 'opened' | 'closed' | 'allowJoin' | 'allowDial'>
-  metrics: Pick<Metrics, 'handlerError'>
+  /** webrtc-star's offers; undefined when it is off. */
+  signalling: Pick<Signalling, 'handshake' | 'refuse'> | undefined
+  limits: Pick<Limits, 'opened' | 'closed' | 'allowJoin' | 'allowDial' | 'allowSignal'>
+  metrics: Pick<Metrics, 'handlerError' | 'signalled'>
   addresses: Pick<ClientAddresses, 'ofSocket'>
 }
 
@@ -35,6 +38,27 @@ export interface SocketConfig {
   allowedOrigins?: readonly string[]
   /** Refuse handshakes without an `Origin` header. */
   requireOrigin: boolean
+  /** Serve webrtc-star's clients, on `/socket.io-next` too. */
+  webrtcStar: boolean
+}
+
+/** Handshake requests that came on `/socket.io-next`: only webrtc-star peers join there. */
+const onWebrtcStarPath = new WeakSet<IncomingMessage>()
+
+/**
+ * Serves webrtc-star's `/socket.io-next` with the same Engine.IO server as
+ * `/socket.io`: its requests are handed on as requests of `/socket.io`.
+ * Registered ahead of Engine.IO's own listeners, which read the path.
+ */
+function serveWebrtcStarPath (http: HttpServer): void {
+  const prefix = `${WEBRTC_STAR_SOCKET_IO_PATH}/`
+  const rewrite = (req: IncomingMessage): void => {
+    if (req.url?.startsWith(prefix) !== true) return
+    onWebrtcStarPath.add(req)
+    req.url = `${SOCKET_IO_PATH}/${req.url.slice(prefix.length)}`
+  }
+  http.prependListener('request', rewrite)
+  http.prependListener('upgrade', rewrite)
 }
 
 /**
@@ -55,7 +79,7 @@ export function originRefusal (req: IncomingMessage, config: Pick<SocketConfig, 
  * many from its address), or undefined to accept it
  */
 export function createSocketServer (http: HttpServer, config: SocketConfig, refusal: (req: IncomingMessage) => string | undefined): SocketServer {
-  return new Server(http, {
+  const io: SocketServer = new Server(http, {
     path: SOCKET_IO_PATH,
     // socket.io-client 2.x speaks Engine.IO v3
     allowEIO3: true,
@@ -72,6 +96,8 @@ export function createSocketServer (http: HttpServer, config: SocketConfig, refu
       else callback(refused, false)
     }
   })
+  if (config.webrtcStar) serveWebrtcStarPath(http)
+  return io
 }
 
 /** Answers `ack` with an error string if it is a function; otherwise the error is only logged. */
@@ -104,18 +130,22 @@ function guarded (socket: PeerSocket, event: string, metrics: Handlers['metrics'
 }
 
 /** Hands every event of one connection, checked, to its owner. */
-function wireSocket (socket: PeerSocket, { joins, relay, limits, metrics, addresses }: Handlers): void {
+function wireSocket (socket: PeerSocket, { joins, relay, signalling, limits, metrics, addresses }: Handlers): void {
   log('[%s] connected over %s from %s', socket.id, socket.conn.transport.name, addresses.ofSocket(socket))
   limits.opened(socket)
+  const webrtcStarOnly = onWebrtcStarPath.has(socket.request)
 
   socket.on(EVENTS.JOIN, guarded(socket, EVENTS.JOIN, metrics, async (args) => {
     const request = parseJoin(args)
     if (isRejected(request)) return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.INVALID_REQUEST)
+    if (webrtcStarOnly && request.star !== 'webrtc-star') return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.INVALID_MULTIADDR)
     if (!limits.allowJoin(socket)) return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.RATE_LIMITED)
     await joins.join(socket, request)
   }))
 
   socket.on(EVENTS.LEAVE, guarded(socket, EVENTS.LEAVE, metrics, (args) => {
+    // webrtc-star's older clients leave without saying which address
+    if (args.length === 0 && signalling !== undefined) { joins.leaveStar(socket, 'webrtc-star'); return }
     const address = parseLeave(args)
     if (address === undefined) return refuse(socket, EVENTS.LEAVE, undefined, ERRORS.INVALID_REQUEST)
     joins.leave(socket, address)
@@ -125,7 +155,20 @@ function wireSocket (socket: PeerSocket, { joins, relay, limits, metrics, addres
     const request = parseDial(args)
     if (isRejected(request)) return refuse(socket, EVENTS.DIAL, request.ack, ERRORS.INVALID_REQUEST)
     if (!limits.allowDial(socket)) return refuse(socket, EVENTS.DIAL, request.ack, ERRORS.RATE_LIMITED)
+    // a webrtc-star peer has no relayed streams: it is dialed over WebRTC
+    if (starOf(request.to) === 'webrtc-star') return refuse(socket, EVENTS.DIAL, request.ack, ERRORS.PEER_NOT_FOUND)
     await relay.dial(socket, request)
+  }))
+
+  socket.on(EVENTS.HANDSHAKE, guarded(socket, EVENTS.HANDSHAKE, metrics, async (args) => {
+    if (signalling === undefined) return refuse(socket, EVENTS.HANDSHAKE, undefined, ERRORS.WEBRTC_STAR_OFF)
+    const offer = parseHandshake(args)
+    if (offer === undefined) {
+      metrics.signalled('refused')
+      return refuse(socket, EVENTS.HANDSHAKE, undefined, ERRORS.INVALID_REQUEST)
+    }
+    if (!limits.allowSignal(socket)) { signalling.refuse(socket, offer, ERRORS.RATE_LIMITED); return }
+    await signalling.handshake(socket, offer)
   }))
 
   // one listener for every relayed stream of this connection: the relay

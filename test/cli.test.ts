@@ -127,7 +127,7 @@ describe('defaults of the command', () => {
   it('serves metrics', async () => {
     const res = await fetch(`${server.uri}/metrics`)
     assert.equal(res.status, 200)
-    assert.match(await res.text(), /^rendezvous_peers \d+$/m)
+    assert.match(await res.text(), /^rendezvous_peers{transport="websocket-star"} \d+$/m)
   })
 })
 

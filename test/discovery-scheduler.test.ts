@@ -9,19 +9,23 @@ import { afterEach, beforeEach, describe, it, mock } from 'node:test'
 import { DISCOVERY_BUDGET_BURST_SECONDS, DISCOVERY_FRESH_DELAY_MIN_MS, DISCOVERY_FRESH_DELAY_PER_LISTENER_MS, DISCOVERY_TICK_MAX_MS, DISCOVERY_TICK_MIN_MS } from '../src/constants.js'
 import { Discovery, type DiscoveryConfig, type OtherNodes } from '../src/discovery.js'
 import type { Announcement, Announcer, FanoutReport } from '../src/fanout.js'
-import type { PeerSocket } from '../src/protocol.js'
+import type { PeerSocket, Star } from '../src/protocol.js'
 
 /** One batch handed to the announcer. */
+/** An announcement as recorded: its transport is the address's. */
+type Announced = Pick<Announcement, 'address' | 'ownerId'>
+
 interface Batch {
   at: number
-  batch: Announcement[]
+  batch: Announced[]
   fresh: number
 }
 
 /** The fan-out's interface, recording every batch. */
 class FakeAnnouncer implements Announcer {
-  /** Connections hearing announcements: set by each test. */
+  /** Connections hearing websocket-star announcements, and webrtc-star ones: set by each test. */
   listeners = 0
+  webrtcListeners = 0
   /** Whether a batch is still being written: set by a test. */
   writing = false
   /** How many ticks ran: each tick first asks whether a batch is still being written. */
@@ -30,6 +34,8 @@ class FakeAnnouncer implements Announcer {
   report = { perAnnouncement: 0, dropped: 0 }
   readonly batches: Batch[] = []
   readonly subscribed = new Set<PeerSocket>()
+  /** The transport of each subscription, in order. */
+  readonly stars: Star[] = []
   stops = 0
 
   get busy (): boolean {
@@ -37,8 +43,13 @@ class FakeAnnouncer implements Announcer {
     return this.writing
   }
 
-  subscribe (socket: PeerSocket): void {
+  listenersOf (star: Star): number {
+    return star === 'webrtc-star' ? this.webrtcListeners : this.listeners
+  }
+
+  subscribe (socket: PeerSocket, star: Star): void {
     this.subscribed.add(socket)
+    this.stars.push(star)
   }
 
   unsubscribe (socket: PeerSocket): void {
@@ -55,7 +66,7 @@ class FakeAnnouncer implements Announcer {
   }
 
   /** Every announcement since batch `from`, in order. */
-  announcements (from = 0): Announcement[] {
+  announcements (from = 0): Announced[] {
     return this.batches.slice(from).flatMap((b) => b.batch)
   }
 
@@ -376,9 +387,10 @@ describe('Discovery, the announcement scheduler', () => {
     const announcer = new FakeAnnouncer()
     const d = make(announcer, { refreshPeerListIntervalMS: 1000, maxAnnouncementsPerSecond: UNLIMITED })
     const socket = {} as unknown as PeerSocket
-    d.subscribe(socket)
+    d.subscribe(socket, 'webrtc-star')
     assert.ok(announcer.subscribed.has(socket))
-    d.unsubscribe(socket)
+    assert.deepEqual(announcer.stars, ['webrtc-star'])
+    d.unsubscribe(socket, 'webrtc-star')
     assert.equal(announcer.subscribed.size, 0)
     announcer.listeners = 7
     assert.equal(d.listeners, 7)
@@ -394,7 +406,7 @@ describe('Discovery, the announcement scheduler', () => {
     d.stop()
     assert.equal(announcer.stops, 1)
     assert.equal(d.size, 0)
-    assert.deepEqual(d.sample(5, '/x'), [])
+    assert.deepEqual(d.sample(5, '/x', 'websocket-star'), [])
     const ticks = announcer.ticks
     const batches = announcer.batches.length
     advance(5000)
@@ -435,7 +447,7 @@ describe('Discovery.sample', () => {
     const except = all[0]
     const seen = new Set<string>()
     for (let i = 0; i < 200; i++) {
-      const picked = d.sample(3, except)
+      const picked = d.sample(3, except, 'websocket-star')
       assertSample(picked, 3, all, except)
       assert.equal(picked.length, 3)
       for (const address of picked) seen.add(address)
@@ -448,18 +460,18 @@ describe('Discovery.sample', () => {
     const { d, all } = withAddresses(10)
     const except = all[4]
     for (const count of [9, 10, 50]) {
-      const picked = d.sample(count, except)
+      const picked = d.sample(count, except, 'websocket-star')
       assertSample(picked, count, all, except)
       assert.deepEqual([...picked].sort(), all.filter((x) => x !== except).sort())
     }
-    assert.deepEqual(d.sample(0, except), [])
+    assert.deepEqual(d.sample(0, except, 'websocket-star'), [])
     d.stop()
   })
 
   it('returns at most `count` when `except` is not joined (the joining address is sampled before it is added)', () => {
     const { d, all } = withAddresses(10)
     for (const count of [3, 9, 10, 11]) {
-      const picked = d.sample(count, '/joining')
+      const picked = d.sample(count, '/joining', 'websocket-star')
       assertSample(picked, count, all, '/joining')
       assert.equal(picked.length, Math.min(count, all.length), `sample(${count}) of 10 others`)
     }

@@ -1120,6 +1120,7 @@ async function wire (faulty: JoinFn): Promise<Wired> {
     joinHandlers: (real) => ({
       join: (socket, request) => faulty(real, socket, request),
       leave: (socket, address) => { real.leave(socket, address) },
+      leaveStar: (socket, star) => { real.leaveStar(socket, star) },
       disconnect: (socket) => { real.disconnect(socket) }
     })
   })

@@ -5,22 +5,29 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { ERRORS } from '../src/index.js'
+import { STARS } from '../src/protocol.js'
 import { connect, type Client } from './helpers/clients.js'
 import { request } from './helpers/http.js'
 import { randomAddress, randomPeerId } from './helpers/keys.js'
-import { onlySample, scrape, type Scraped } from './helpers/metrics.js'
+import { onlySample, sample, scrape, type Scraped } from './helpers/metrics.js'
 import { startServer } from './helpers/server.js'
 import { canBind } from './helpers/ports.js'
 import { until } from './helpers/wait.js'
 
 type Server = Awaited<ReturnType<typeof startServer>>
 
-/** The metric names of the old server, which dashboards already use. */
-const OLD_METRICS = [
+const WS = { transport: 'websocket-star' }
+const WEBRTC = { transport: 'webrtc-star' }
+
+/** The metric names of the old server, which dashboards already use; the first four now with a series per transport. */
+const BY_TRANSPORT = [
   'rendezvous_peers',
   'rendezvous_joins_total',
   'rendezvous_joins_total_success',
-  'rendezvous_joins_total_failure',
+  'rendezvous_joins_total_failure'
+]
+const OLD_METRICS = [
+  ...BY_TRANSPORT,
   'rendezvous_dials_total',
   'rendezvous_dials_total_success',
   'rendezvous_dials_total_failure'
@@ -119,7 +126,11 @@ describe('GET /metrics', () => {
     const m = await metricsOf(server)
     for (const name of OLD_METRICS) {
       assert.match(m.text, new RegExp(`^# TYPE ${name} (counter|gauge)$`, 'm'), `${name} is declared`)
-      assert.equal(onlySample(m, name), 0, `${name} starts at 0`)
+      if (!BY_TRANSPORT.includes(name)) {
+        assert.equal(onlySample(m, name), 0, `${name} starts at 0`)
+        continue
+      }
+      for (const transport of STARS) assert.equal(sample(m, name, { transport }), 0, `${name}{transport="${transport}"} starts at 0`)
     }
     assert.match(m.text, /^# TYPE rendezvous_peers gauge$/m)
     assert.ok(onlySample(m, 'process_cpu_user_seconds_total') >= 0)
@@ -134,13 +145,23 @@ describe('GET /metrics', () => {
     const [refused] = await client.request('ss-join', `/ip4/127.0.0.1/tcp/9090/ws/ipfs/${randomPeerId()}`, '')
     assert.equal(refused, ERRORS.INVALID_MULTIADDR)
     const m = await metricsOf(server)
-    assert.equal(onlySample(m, 'rendezvous_joins_total'), 2)
-    assert.equal(onlySample(m, 'rendezvous_joins_total_success'), 1)
-    assert.equal(onlySample(m, 'rendezvous_joins_total_failure'), 1)
-    assert.equal(onlySample(m, 'rendezvous_peers'), 1)
+    assert.equal(sample(m, 'rendezvous_joins_total', WS), 2)
+    assert.equal(sample(m, 'rendezvous_joins_total_success', WS), 1)
+    assert.equal(sample(m, 'rendezvous_joins_total_failure', WS), 1)
+    assert.equal(sample(m, 'rendezvous_peers', WS), 1)
+    for (const name of BY_TRANSPORT) assert.equal(sample(m, name, WEBRTC), 0, `no webrtc-star ${name}`)
     await client.close()
     await until(() => server.stats().peers === 0, 'the peer is gone')
-    assert.equal(onlySample(await metricsOf(server), 'rendezvous_peers'), 0)
+    assert.equal(sample(await metricsOf(server), 'rendezvous_peers', WS), 0)
+  })
+
+  it('has only websocket-star series with --disableWebrtcStar', async () => {
+    const server = await serve({ metrics: true, webrtcStar: false })
+    const m = await metricsOf(server)
+    for (const name of BY_TRANSPORT) {
+      assert.equal(sample(m, name, WS), 0)
+      assert.equal(m.samples.get(name)?.metrics.length, 1, `${name} has one series`)
+    }
   })
 
   it('is 404 when metrics are off, as they are by default in the library', async () => {
@@ -157,10 +178,10 @@ describe('GET /metrics', () => {
     const client = await open(a)
     assert.equal((await client.request('ss-join', randomAddress(), ''))[0], null)
     const [mA, mB] = await Promise.all([metricsOf(a), metricsOf(b)])
-    assert.equal(onlySample(mA, 'rendezvous_joins_total_success'), 1)
-    assert.equal(onlySample(mA, 'rendezvous_peers'), 1)
-    assert.equal(onlySample(mB, 'rendezvous_joins_total_success'), 0)
-    assert.equal(onlySample(mB, 'rendezvous_peers'), 0)
+    assert.equal(sample(mA, 'rendezvous_joins_total_success', WS), 1)
+    assert.equal(sample(mA, 'rendezvous_peers', WS), 1)
+    assert.equal(sample(mB, 'rendezvous_joins_total_success', WS), 0)
+    assert.equal(sample(mB, 'rendezvous_peers', WS), 0)
   })
 })
 

@@ -28,6 +28,7 @@ const SAMPLES: Record<Kind, NodeMessage> = {
   delivered: { t: 'delivered', sid: 'sid-2', bytes: 0 },
   closed: { t: 'closed', sid: 'sid-2', dial: 'd1' },
   taken: { t: 'taken', address: '/p2p/QmA', sid: 'sid-3' },
+  signal: { t: 'signal', sid: 'sid-4', to: '/ip4/1.2.3.4/tcp/9090/ws/p2p-webrtc-star/p2p/QmB', offer: { intentId: 'i1', srcMultiaddr: '/ip4/1.2.3.4/tcp/9090/ws/p2p-webrtc-star/p2p/QmA', dstMultiaddr: '/ip4/1.2.3.4/tcp/9090/ws/p2p-webrtc-star/p2p/QmB', signal: { type: 'offer', sdp: 'v=0' } } },
   announce: { t: 'announce', addresses: ['/p2p/QmA', '/p2p/QmB'], fresh: 1 },
   gone: { t: 'gone', node: 'node-b' }
 }

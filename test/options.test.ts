@@ -24,6 +24,7 @@ interface ExpectedConfig {
   cryptoChallenge: boolean
   peerPolicy?: string
   strictMultiaddr: boolean
+  webrtcStar: boolean
   metrics: boolean
   refreshPeerListIntervalMS: number
   challengeTimeoutMS: number
@@ -41,6 +42,7 @@ interface ExpectedConfig {
   maxConnectionsPerIP: number
   maxJoinsPerSecond: number
   maxDialsPerSecond: number
+  maxSignalsPerSecond: number
   joinTimeoutMS: number
   maxUnsentBytes: number
   maxMessageBytes: number
@@ -293,6 +295,7 @@ describe('defaults', () => {
       host: '0.0.0.0',
       cryptoChallenge: true,
       strictMultiaddr: false,
+      webrtcStar: true,
       metrics: false,
       refreshPeerListIntervalMS: 10_000,
       challengeTimeoutMS: 60_000,
@@ -310,6 +313,7 @@ describe('defaults', () => {
       maxConnectionsPerIP: 0,
       maxJoinsPerSecond: 20,
       maxDialsPerSecond: 50,
+      maxSignalsPerSecond: 100,
       joinTimeoutMS: 60_000,
       maxUnsentBytes: 8_388_608,
       maxMessageBytes: 4_194_304,

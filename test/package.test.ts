@@ -487,7 +487,7 @@ describe('the Docker image, step by step', () => {
     assert.equal((await health.json() as { status: unknown }).status, 'ok')
     const metrics = await fetch(`${container.uri}/metrics`)
     assert.equal(metrics.status, 200)
-    assert.match(await metrics.text(), /^rendezvous_peers \d+$/m)
+    assert.match(await metrics.text(), /^rendezvous_peers{transport="websocket-star"} \d+$/m)
 
     // the command requires the crypto challenge by default
     const client = await connect(container.uri, 'v2', 'websocket')

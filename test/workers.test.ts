@@ -162,7 +162,7 @@ describe('--workers=2 with a real Redis', { skip: NO_REDIS }, () => {
       const { status, text } = await metricsVia(via)
       assert.equal(status, 200)
       assert.match(text, /^rendezvous_connections 6$/m, 'the connections of both workers')
-      assert.match(text, /^rendezvous_peers 2$/m, 'the addresses joined on both workers')
+      assert.match(text, /^rendezvous_peers{transport="websocket-star"} 2$/m, 'the addresses joined on both workers')
     }
   })
 

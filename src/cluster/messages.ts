@@ -9,7 +9,7 @@
  * (the message's fields and the sending node), then the relayed bytes of the
  * kinds that carry a chunk.
  */
-import { STREAM_EVENT_PREFIX, type StreamEventName } from '../protocol.js'
+import { STREAM_EVENT_PREFIX, parseHandshake, type Offer, type StreamEventName } from '../protocol.js'
 
 /** A stream's end as the relay passes it on: clean (`true`) or an error message. */
 export type StreamEnd = true | string
@@ -46,16 +46,19 @@ export type ToDialerNode =
 /** A join here took `address` from your connection `sid`. */
 export interface TakenOver { t: 'taken', address: string, sid: string }
 
+/** A webrtc-star offer or answer for your connection `sid`, which holds `to`. */
+export interface Signal { t: 'signal', sid: string, to: string, offer: Offer }
+
 /** To every node: addresses held by the sender (the first `fresh` newly joined), or the sender leaving. */
 export type Broadcast =
   | { t: 'announce', addresses: string[], fresh: number }
   | { t: 'gone', node: string }
 
-export type NodeMessage = ToListenerNode | ToDialerNode | TakenOver | Broadcast
+export type NodeMessage = ToListenerNode | ToDialerNode | TakenOver | Signal | Broadcast
 export type Kind = NodeMessage['t']
 
 /** How each field is checked on arrival. */
-type FieldType = 'string' | 'count' | 'event' | 'end' | 'end?' | 'error' | 'strings' | 'chunk'
+type FieldType = 'string' | 'count' | 'event' | 'end' | 'end?' | 'error' | 'strings' | 'chunk' | 'offer'
 
 type Fields<K extends Kind> = Omit<Extract<NodeMessage, { t: K }>, 't'>
 
@@ -75,6 +78,7 @@ const SCHEMA: { [K in Kind]: { [F in keyof Fields<K>]-?: FieldType } } = {
   delivered: { sid: 'string', bytes: 'count' },
   closed: { sid: 'string', dial: 'string' },
   taken: { address: 'string', sid: 'string' },
+  signal: { sid: 'string', to: 'string', offer: 'offer' },
   announce: { addresses: 'strings', fresh: 'count' },
   gone: { node: 'string' }
 }
@@ -109,6 +113,8 @@ function valid (type: FieldType, value: unknown): boolean {
     case 'error': return value === null || typeof value === 'string'
     case 'strings': return Array.isArray(value) && value.every((item) => typeof item === 'string')
     case 'chunk': return Buffer.isBuffer(value)
+    // as a client's: the same checks, once more at this boundary
+    case 'offer': return parseHandshake([value]) !== undefined
   }
 }
 

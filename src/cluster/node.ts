@@ -26,7 +26,7 @@ import { Redis } from 'ioredis'
 import { createShardedAdapter } from '@socket.io/redis-adapter'
 import { CLUSTER_CONNECT_PATIENCE_MS, CLUSTER_HEARTBEAT_MIN_MS, CLUSTER_RECONNECT_BASE_DELAY_MS, CLUSTER_RECONNECT_MAX_DELAY_MS } from '../constants.js'
 import { errorMessage, logError } from '../log.js'
-import type { SocketServer } from '../protocol.js'
+import type { SocketServer, Star } from '../protocol.js'
 import { decodeMessage, encodeMessage, type Broadcast, type NodeMessage } from './messages.js'
 import { CHANNEL_PREFIX, NODES_KEY, NODE_KEY_PREFIX, PEERS_KEY, defineScripts, holderValue, nodeChannel, nodeKey, nodePeersKey, parseHolder, type ScriptedRedis } from './registry-scripts.js'
 import type { Holder } from './remote-listener.js'
@@ -45,8 +45,10 @@ export interface ClusterConfig {
 
 /** What the node tells the cluster about itself with each heartbeat. */
 interface NodeInfo {
-  /** Connections that hear announcements. */
+  /** Connections that hear websocket-star announcements... */
   listeners: number
+  /** ...and webrtc-star ones (0 from a node of a version before it). */
+  webrtcListeners: number
   peers: number
 }
 
@@ -119,10 +121,10 @@ export class ClusterNode extends EventEmitter<ClusterEvents> {
     return this.alive.size + 1
   }
 
-  /** Connections hearing announcements on the other nodes, as they last said. */
-  get remoteListeners (): number {
+  /** Connections hearing announcements of `star` on the other nodes, as they last said. */
+  remoteListeners (star: Star): number {
     let n = 0
-    for (const info of this.alive.values()) n += info.listeners
+    for (const info of this.alive.values()) n += star === 'webrtc-star' ? info.webrtcListeners : info.listeners
     return n
   }
 
@@ -332,7 +334,7 @@ export class ClusterNode extends EventEmitter<ClusterEvents> {
    * it, so that its death is noticed even if no heartbeat has seen it yet.
    */
   watch (node: string): void {
-    if (!this.alive.has(node)) this.alive.set(node, { listeners: 0, peers: 0 })
+    if (!this.alive.has(node)) this.alive.set(node, { listeners: 0, webrtcListeners: 0, peers: 0 })
   }
 
   private lost (node: string): void {
@@ -363,8 +365,8 @@ function quietSubscriptions (client: Redis): Redis {
 function parseInfo (raw: string): NodeInfo {
   try {
     const info = JSON.parse(raw) as Partial<NodeInfo>
-    return { listeners: Number(info.listeners) || 0, peers: Number(info.peers) || 0 }
+    return { listeners: Number(info.listeners) || 0, webrtcListeners: Number(info.webrtcListeners) || 0, peers: Number(info.peers) || 0 }
   } catch {
-    return { listeners: 0, peers: 0 }
+    return { listeners: 0, webrtcListeners: 0, peers: 0 }
   }
 }

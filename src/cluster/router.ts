@@ -6,9 +6,10 @@
 import type { Discovery } from '../discovery.js'
 import type { Joins } from '../join.js'
 import { logError } from '../log.js'
-import type { PeerSocket } from '../protocol.js'
+import { starOf, type PeerSocket } from '../protocol.js'
 import type { Registry } from '../registry.js'
 import type { Relay } from '../relay/index.js'
+import type { Signalling } from '../signalling.js'
 import { isToDialerNode, isToListenerNode, type NodeMessage } from './messages.js'
 import type { ClusterNode } from './node.js'
 
@@ -18,6 +19,8 @@ export interface RouterComponents {
   joins: Pick<Joins, 'takenElsewhere'>
   relay: Pick<Relay, 'proxy' | 'remote' | 'nodeGone'>
   discovery: Pick<Discovery, 'deliver'>
+  /** Undefined when webrtc-star is off here. */
+  signalling: Pick<Signalling, 'deliver'> | undefined
 }
 
 /** Runs `fn`, logging what it throws or rejects with. */
@@ -45,10 +48,11 @@ export class ClusterRouter {
   }
 
   private route (from: string, message: Exclude<NodeMessage, { t: 'gone' }>): void {
-    const { joins, relay, discovery } = this.components
+    const { joins, relay, discovery, signalling } = this.components
     if (isToListenerNode(message)) relay.proxy?.receive(from, message)
     else if (isToDialerNode(message)) relay.remote?.receive(from, message)
     else if (message.t === 'taken') joins.takenElsewhere(message.address, message.sid)
-    else discovery.deliver(message.addresses.map((address) => ({ address, ownerId: '' })), message.fresh)
+    else if (message.t === 'signal') signalling?.deliver(message.sid, message.to, message.offer)
+    else discovery.deliver(message.addresses.map((address) => ({ address, ownerId: '', star: starOf(address) })), message.fresh)
   }
 }
