@@ -1,7 +1,8 @@
 /**
  * The status page at `GET /`: the websocket-star multiaddr a peer should use
  * for this server, derived from the request's host and port as the old page
- * did, and live figures. Self-contained: no external assets.
+ * did (and the webrtc-star one, when it is served), and live figures.
+ * Self-contained: no external assets.
  */
 import { isIPv4, isIPv6 } from 'node:net'
 
@@ -55,7 +56,17 @@ function formatUptime (seconds: number): string {
   return d > 0 ? `${d}d ${h}h ${m}m` : h > 0 ? `${h}h ${m}m ${s}s` : `${m}m ${s}s`
 }
 
+/** The webrtc-star multiaddr of the same server: the websocket-star one with `p2p-webrtc-star` at its end. */
+export function webrtcStarAddress (websocketStar: string): string {
+  return websocketStar.replace(/\/p2p-websocket-star$/, '/p2p-webrtc-star')
+}
+
 export function renderPage (address: string, figures: PageFigures): string {
+  const webrtc = figures.webrtcStarPeers === undefined
+    ? ''
+    : `<p>and a libp2p-webrtc-star (or @libp2p/webrtc-star) node, for WebRTC signalling, with:</p>
+<code id="webrtc-star-addr">${escapeHtml(webrtcStarAddress(address))}</code>
+`
   const rows: Array<[string, string, string]> = [
     ['peers', figures.webrtcStarPeers === undefined ? 'Peers online' : 'websocket-star peers', String(figures.peers)],
     ...(figures.webrtcStarPeers === undefined ? [] : [['webrtc-star', 'webrtc-star peers', String(figures.webrtcStarPeers)] satisfies [string, string, string]]),
@@ -88,7 +99,7 @@ dd{margin:0;font-size:1.3rem;font-weight:600}
 <h1>libp2p websocket-star rendezvous server</h1>
 <p>Peers in browsers and behind firewalls meet here to discover and reach each other. Add this server to a libp2p-websocket-star node with the address:</p>
 <code id="addr">${escapeHtml(address)}</code>
-<dl>
+${webrtc}<dl>
 ${rows.map(([id, label, value]) => `<div><dt>${label}</dt><dd id="${id}">${escapeHtml(value)}</dd></div>`).join('\n')}
 </dl>
 </main>

@@ -293,6 +293,55 @@ describe('Discovery, the announcement scheduler', () => {
     assert.equal(solo.effectiveIntervalMs, 1000)
   })
 
+  it('two transports: an announcement costs a delivery per other listener of its own transport, under one budget', () => {
+    const announcer = new FakeAnnouncer()
+    // 11 websocket-star listeners (10 others each), 3 webrtc-star ones (2 others each)
+    announcer.listeners = 11
+    announcer.webrtcListeners = 3
+    const rate = 200
+    const d = make(announcer, { refreshPeerListIntervalMS: 1000, maxAnnouncementsPerSecond: rate })
+    const websocket = addresses(30, '/ip4/1.2.3.4/tcp/9090/ws/p2p-websocket-star/p2p')
+    const webrtc = addresses(30, '/ip4/1.2.3.4/tcp/9090/ws/p2p-webrtc-star/p2p')
+    for (const [i, address] of [...websocket, ...webrtc].entries()) d.add(address, `conn-${i}`)
+    advance(5)
+    // a round: 30 × 10 + 30 × 2 deliveries
+    assert.equal(d.effectiveIntervalMs, 1000 * (30 * 10 + 30 * 2) / rate)
+    advance(10_000)
+    assert.deepEqual([...announcer.counts().keys()].sort(), [...websocket, ...webrtc].sort(), 'every address was announced')
+    const from = announcer.batches.length
+    const windowMs = 5 * d.effectiveIntervalMs
+    advance(windowMs)
+    const counts = announcer.counts(from)
+    let deliveries = 0
+    for (const [address, n] of counts) deliveries += n * (websocket.includes(address) ? 10 : 2)
+    const allowed = rate * windowMs / 1000
+    assert.ok(deliveries <= allowed + rate * 0.2 + 10, `${deliveries} deliveries in ${windowMs} ms at ${rate}/s`)
+    assert.ok(deliveries >= 0.8 * allowed, `the budget is used: ${deliveries} deliveries in ${windowMs} ms at ${rate}/s`)
+    // both transports refreshed at the same stretched interval
+    for (const address of [...websocket, ...webrtc]) {
+      const n = counts.get(address) ?? 0
+      assert.ok(n >= 4 && n <= 6, `${address} was re-announced ${n} times in 5 stretched intervals`)
+    }
+  })
+
+  it('two transports: samples list addresses of the asked transport only', () => {
+    const d = make(new FakeAnnouncer(), { refreshPeerListIntervalMS: 1000, maxAnnouncementsPerSecond: UNLIMITED })
+    const websocket = addresses(50, '/ip4/1.2.3.4/tcp/9090/ws/p2p-websocket-star/p2p')
+    const webrtc = addresses(5, '/ip4/1.2.3.4/tcp/9090/ws/p2p-webrtc-star/p2p')
+    for (const [i, address] of [...websocket, ...webrtc].entries()) d.add(address, `conn-${i}`)
+    assert.deepEqual(d.sample(10, webrtc[0], 'webrtc-star').sort(), webrtc.slice(1).sort(), 'all four others, however many websocket-star addresses')
+    for (let i = 0; i < 50; i++) {
+      const picked = d.sample(3, webrtc[0], 'webrtc-star')
+      assert.equal(picked.length, 3)
+      for (const address of picked) assert.ok(webrtc.includes(address) && address !== webrtc[0], address)
+    }
+    const sampled = d.sample(10, websocket[0], 'websocket-star')
+    assert.equal(sampled.length, 10)
+    for (const address of sampled) assert.ok(websocket.includes(address) && address !== websocket[0], address)
+    d.remove(webrtc[1])
+    assert.deepEqual(d.sample(10, '/joining', 'webrtc-star').sort(), webrtc.filter((a) => a !== webrtc[1]).sort())
+  })
+
   it('stops announcing an address once removed, whether already announced or still waiting to be', () => {
     const announcer = new FakeAnnouncer()
     announcer.listeners = 40

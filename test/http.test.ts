@@ -66,7 +66,9 @@ describe('GET / (the status page)', () => {
       [{ host: 'example.com', 'x-forwarded-proto': 'https' }, '/dns4/example.com/tcp/443/wss/p2p-websocket-star']
     ]
     for (const [headers, address] of cases) {
-      assert.equal(figure(await page(headers), 'addr'), address, JSON.stringify(headers))
+      const html = await page(headers)
+      assert.equal(figure(html, 'addr'), address, JSON.stringify(headers))
+      assert.equal(figure(html, 'webrtc-star-addr'), address.replace(/p2p-websocket-star$/, 'p2p-webrtc-star'), JSON.stringify(headers))
     }
   })
 
@@ -87,6 +89,20 @@ describe('GET / (the status page)', () => {
     client.emit('ss-leave', address)
     await until(() => server.stats().peers === 0, 'the peer leaves')
     assert.equal(figure(await page(), 'peers'), '0')
+  })
+
+  it('shows the live number of webrtc-star peers apart', async () => {
+    assert.equal(figure(await page(), 'webrtc-star'), '0')
+    const client = await connect(server.url, 'v4')
+    clients.push(client)
+    const address = `/ip4/127.0.0.1/tcp/${server.info.port}/ws/p2p-webrtc-star/p2p/${randomPeerId()}`
+    client.emit('ss-join', address)
+    await until(() => server.stats().peers === 1, 'the webrtc-star peer joins')
+    assert.equal(figure(await page(), 'webrtc-star'), '1')
+    assert.equal(figure(await page(), 'peers'), '0', 'not a websocket-star peer')
+    client.emit('ss-leave', address)
+    await until(() => server.stats().peers === 0, 'the peer leaves')
+    assert.equal(figure(await page(), 'webrtc-star'), '0')
   })
 
   it('loads nothing from elsewhere', async () => {

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import fc from 'fast-check'
+import { STARS, starOf } from '../src/protocol.js'
 import { Registry, type Connection } from '../src/registry.js'
 
 const a: Connection = { id: 'conn-a' }
@@ -141,7 +142,8 @@ describe('Registry', () => {
 
   it('agrees with a plain map of address to holder over any sequence of claims and releases', () => {
     const connections = [a, b, c]
-    const addresses = ['/p', '/q', '/r', '/s']
+    // two of each transport: the counts by transport follow too
+    const addresses = ['/p', '/q', '/ws/p2p-webrtc-star/p2p/r', '/ws/p2p-webrtc-star/p2p/s']
     const operation = fc.oneof(
       fc.record({ op: fc.constant('claim' as const), address: fc.constantFrom(...addresses), who: fc.constantFrom(...connections) }),
       fc.record({ op: fc.constant('release' as const), address: fc.constantFrom(...addresses), who: fc.constantFrom(...connections) }),
@@ -165,6 +167,7 @@ describe('Registry', () => {
           for (const address of expected) model.delete(address)
         }
         assert.equal(registry.size, model.size)
+        for (const star of STARS) assert.equal(registry.sizeOf(star), [...model.keys()].filter((address) => starOf(address) === star).length, `addresses of ${star}`)
         assert.equal(registry.connections, new Set(model.values()).size)
         assert.deepEqual(new Map(registry.entries()), model)
         for (const address of addresses) {
