@@ -69,11 +69,13 @@ const RELAY_ROUNDS = 3
 
 /**
  * Joins of each size: the bound leaves this server room to meet issue 5's 90 s
- * for 10,000 and stops an old server that has fallen over; 30,000 over two
- * workers, where a join also costs a Redis round trip and a hop through the
- * primary, gets twice 19,000's.
+ * for 10,000 and stops an old server that has fallen over (which the stall
+ * check does sooner). 19,000 and 30,000 have no time target, only that all
+ * join: their bounds leave room for a machine shared with other work, which
+ * slows joins threefold here; 30,000 over two workers, where a join also
+ * costs a Redis round trip and a hop through the primary, gets twice as long.
  */
-const JOIN_LIMIT_MS = { 1000: 60 * second, 2000: 90 * second, 10000: 100 * second, 19000: 150 * second, 30000: 300 * second }
+const JOIN_LIMIT_MS = { 1000: 60 * second, 2000: 90 * second, 10000: 100 * second, 19000: 240 * second, 30000: 480 * second }
 /** The cluster's own Redis for the 30,000-peer scenario, while it runs. */
 let clusterRedis: RedisProcess | undefined
 /**
