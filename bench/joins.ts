@@ -82,114 +82,184 @@ export interface JoinResult {
   stopped: string | undefined
   /** Server CPU while joining, cores busy on average, from procfs. */
   serverCores: number
-  /** This process's CPU while joining (generator, signing, prober thread), cores busy on average. */
+  /** The load generator's CPU while joining (its processes' if it has any, and this one's: signing, the prober thread), cores busy on average. */
   generatorCores: number
 }
 
-/**
- * Connects and joins `n` peers into `fleet`. Stops starting new ones after
- * `limitMs`, or once it has stalled, and gives up on those in flight then.
- */
 export interface JoinOptions {
   /** Joins in flight at once; JOIN_CONCURRENCY unless given. */
   concurrency?: number
   /** False: each peer closes its connection as soon as it has joined, so the joined set stays small. */
   stay?: boolean
+  /** Source addresses, peer i connecting from the (i mod length)th; by default Eio3Client's own round robin. */
+  sources?: readonly string[]
 }
 
-export async function joinPeers (target: Target, fleet: Fleet, n: number, join: JoinProcedure, limitMs: number, label: string, options: JoinOptions = {}): Promise<JoinResult> {
-  const concurrency = options.concurrency ?? JOIN_CONCURRENCY
-  const stay = options.stay ?? true
-  const latencies: number[] = []
-  const errors = new Map<string, number>()
-  const abort = new AbortController()
-  // every peer in flight listens for the bound
-  setMaxListeners(0, abort.signal)
-  let next = 0
-  let connectErrors = 0
-  let joinErrors = 0
-  let timeouts = 0
-  let bounded = false
-  const started = performance.now()
-  const cpu0 = target.cpuSeconds()
-  const own0 = process.cpuUsage()
-  const note = (message: string): void => { errors.set(message, (errors.get(message) ?? 0) + 1) }
+/**
+ * A join phase's counts, from one process or from each generator process
+ * (sent over IPC, so plain data): what a JoinResult is made of.
+ */
+export interface JoinTally {
+  /** Peers started; the rest were never tried. */
+  started: number
+  /** Connect plus join, in ms, of each peer that joined. */
+  latencies: number[]
+  /** Connection refused, reset or closed before joining. */
+  connectErrors: number
+  /** Joins answered with an error. */
+  joinErrors: number
+  /** Each error message with its count. */
+  errors: Record<string, number>
+}
 
-  let stopped: string | undefined
-  let lastProgress = started
-  let lastReport = started
-  let finish: () => void = () => {}
-  const finished = new Promise<void>((resolve) => { finish = resolve })
-  const stop = (reason: string): void => {
-    bounded = true
-    stopped = reason
-    abort.abort()
-    finish()
-  }
-  const watchdog = setInterval(() => {
-    const now = performance.now()
-    if (now - started > limitMs) stop(`stopped at the ${limitMs / 1000} s bound`)
-    else if (now - lastProgress > STALL_MS) stop(`stalled: no join for ${STALL_MS / 1000} s`)
-    if (now - lastReport >= PROGRESS_EVERY_MS) {
-      lastReport = now
-      progress(`  ${label}: ${latencies.length} of ${n} joined, ${connectErrors + joinErrors + timeouts} failed, ${((now - started) / 1000).toFixed(0)} s`)
+/**
+ * Connects and joins `n` peers into `fleet`, `concurrency` at a time, with
+ * no bound of its own: whoever runs it (joinPeers here, or the bench over
+ * IPC for a generator process) watches the time and calls stop(), which
+ * gives up on those in flight.
+ */
+export class JoinRun {
+  readonly latencies: number[] = []
+  connectErrors = 0
+  joinErrors = 0
+  /** Connects and joins with no answer within PEER_TIMEOUT_MS. */
+  timeouts = 0
+  /** Peers started so far. */
+  started = 0
+  /** Resolves once every peer has joined or failed, or stop() was called. */
+  readonly done: Promise<void>
+  private readonly errors = new Map<string, number>()
+  private readonly abort = new AbortController()
+  private stopped = false
+  private finish: () => void = () => {}
+
+  constructor (private readonly port: number, private readonly fleet: Fleet, readonly n: number, private readonly join: JoinProcedure, options: JoinOptions = {}) {
+    // every peer in flight listens for the stop
+    setMaxListeners(0, this.abort.signal)
+    this.done = new Promise<void>((resolve) => { this.finish = resolve })
+    const concurrency = options.concurrency ?? JOIN_CONCURRENCY
+    const stay = options.stay ?? true
+    const sources = options.sources !== undefined && options.sources.length > 0 ? options.sources : undefined
+    const lane = async (): Promise<void> => {
+      while (!this.stopped && this.started < n) await this.one(this.started++, stay, sources)
     }
-  }, WATCHDOG_EVERY_MS)
+    void Promise.all(Array.from({ length: Math.min(concurrency, n) }, lane)).then(() => { this.finish() })
+  }
 
-  const one = async (index: number): Promise<void> => {
+  /** Attempts that failed so far. */
+  get failed (): number {
+    return this.connectErrors + this.joinErrors + this.timeouts
+  }
+
+  stop (): void {
+    this.stopped = true
+    this.abort.abort()
+    this.finish()
+  }
+
+  tally (): JoinTally {
+    return { started: this.started, latencies: [...this.latencies], connectErrors: this.connectErrors, joinErrors: this.joinErrors, errors: Object.fromEntries(this.errors) }
+  }
+
+  private note (message: string): void {
+    this.errors.set(message, (this.errors.get(message) ?? 0) + 1)
+  }
+
+  private async one (index: number, stay: boolean, sources: readonly string[] | undefined): Promise<void> {
     const t0 = performance.now()
+    const signal = this.abort.signal
     let client: Eio3Client
     try {
-      client = await Eio3Client.connect({ port: target.port, timeoutMs: PEER_TIMEOUT_MS, signal: abort.signal })
+      client = await Eio3Client.connect({ port: this.port, timeoutMs: PEER_TIMEOUT_MS, signal, ...(sources !== undefined ? { localAddress: sources[index % sources.length] } : {}) })
     } catch (err) {
-      if (bounded) return
+      if (this.stopped) return
       const message = (err as Error).message
-      if (message.startsWith('connect timeout')) timeouts++
-      else connectErrors++
-      note(`connect: ${message}`)
+      if (message.startsWith('connect timeout')) this.timeouts++
+      else this.connectErrors++
+      this.note(`connect: ${message}`)
       return
     }
     const cut = (): void => { client.destroy() }
-    abort.signal.addEventListener('abort', cut)
+    signal.addEventListener('abort', cut)
     try {
-      await join(client, index)
-      if (bounded) throw new Error('cut off by the bound')
-      latencies.push(performance.now() - t0)
-      lastProgress = performance.now()
-      if (stay) fleet.add(client)
+      await this.join(client, index)
+      if (this.stopped) throw new Error('cut off by the bound')
+      this.latencies.push(performance.now() - t0)
+      if (stay) this.fleet.add(client)
       else client.close()
     } catch (err) {
       client.destroy()
-      if (bounded) return
+      if (this.stopped) return
       const message = (err as Error).message
-      if (err instanceof JoinError) joinErrors++
-      else if (message.startsWith('no answer')) timeouts++
-      else connectErrors++
-      note(`join: ${message}`)
+      if (err instanceof JoinError) this.joinErrors++
+      else if (message.startsWith('no answer')) this.timeouts++
+      else this.connectErrors++
+      this.note(`join: ${message}`)
     } finally {
-      abort.signal.removeEventListener('abort', cut)
+      signal.removeEventListener('abort', cut)
     }
   }
+}
 
-  const lane = async (): Promise<void> => {
-    while (!bounded && next < n) await one(next++)
-  }
-  void Promise.all(Array.from({ length: Math.min(concurrency, n) }, lane)).then(() => { finish() })
-  await finished
-  clearInterval(watchdog)
-  const wall = (performance.now() - started) / 1000
-  const own = process.cpuUsage(own0)
-  const serverCores = target.alive() ? (target.cpuSeconds() - cpu0) / wall : Number.NaN
+/**
+ * Watches a join phase from the first connect: every PROGRESS_EVERY_MS a
+ * progress line, and `stop(reason)` once `limitMs` has passed or no join has
+ * succeeded for STALL_MS. Returns the function that ends the watch.
+ */
+export function watchJoins (n: number, label: string, limitMs: number, joined: () => number, failed: () => number, stop: (reason: string) => void): () => void {
+  const started = performance.now()
+  let lastJoined = 0
+  let lastProgress = started
+  let lastReport = started
+  let over = false
+  const watchdog = setInterval(() => {
+    const now = performance.now()
+    const joinedNow = joined()
+    if (joinedNow > lastJoined) {
+      lastJoined = joinedNow
+      lastProgress = now
+    }
+    const reason = now - started > limitMs
+      ? `stopped at the ${limitMs / 1000} s bound`
+      : now - lastProgress > STALL_MS ? `stalled: no join for ${STALL_MS / 1000} s` : undefined
+    if (reason !== undefined && !over) {
+      over = true
+      stop(reason)
+    }
+    if (now - lastReport >= PROGRESS_EVERY_MS) {
+      lastReport = now
+      progress(`  ${label}: ${joinedNow} of ${n} joined, ${failed()} failed, ${((now - started) / 1000).toFixed(0)} s`)
+    }
+  }, WATCHDOG_EVERY_MS)
+  return () => { clearInterval(watchdog) }
+}
 
+/** How a join phase ended, beside its tallies. */
+export interface JoinEnd {
+  seconds: number
+  /** Why it was stopped before every peer had its chance, if it was. */
+  stopped: string | undefined
+  serverCores: number
+  generatorCores: number
+}
+
+/** One JoinResult from the tallies of every process that joined peers, and a progress line with it. */
+export function joinResult (n: number, label: string, tallies: readonly JoinTally[], end: JoinEnd): JoinResult {
+  const latencies = tallies.flatMap((t) => t.latencies)
+  const errors = new Map<string, number>()
+  for (const t of tallies) for (const [message, times] of Object.entries(t.errors)) errors.set(message, (errors.get(message) ?? 0) + times)
+  const sum = (of: (t: JoinTally) => number): number => tallies.reduce((total, t) => total + of(t), 0)
   const joined = latencies.length
-  const notStarted = n - next
+  const connectErrors = sum((t) => t.connectErrors)
+  const joinErrors = sum((t) => t.joinErrors)
+  const notStarted = n - sum((t) => t.started)
   // every peer that did not join failed; those the bound cut off count as timeouts
   const failures = n - joined
   const result: JoinResult = {
     n,
     joined,
-    seconds: wall,
-    joinsPerSecond: joined / wall,
+    seconds: end.seconds,
+    joinsPerSecond: joined / end.seconds,
     p50Ms: percentile(latencies, 50),
     p99Ms: percentile(latencies, 99),
     connectErrors,
@@ -198,11 +268,35 @@ export async function joinPeers (target: Target, fleet: Fleet, n: number, join: 
     notStarted,
     failures,
     errors: Object.fromEntries([...errors].sort((a, b) => b[1] - a[1]).slice(0, 8)),
-    bounded,
-    stopped,
-    serverCores,
-    generatorCores: (own.user + own.system) / 1e6 / wall
+    bounded: end.stopped !== undefined,
+    stopped: end.stopped,
+    serverCores: end.serverCores,
+    generatorCores: end.generatorCores
   }
-  progress(`  ${label}: ${joined} of ${n} joined in ${wall.toFixed(1)} s, ${failures} failed${stopped !== undefined ? ` (${stopped})` : ''}`)
+  progress(`  ${label}: ${joined} of ${n} joined in ${end.seconds.toFixed(1)} s, ${failures} failed${end.stopped !== undefined ? ` (${end.stopped})` : ''}`)
   return result
+}
+
+/**
+ * Connects and joins `n` peers into `fleet`, in this process. Stops starting
+ * new ones after `limitMs`, or once it has stalled, and gives up on those in
+ * flight then.
+ */
+export async function joinPeers (target: Target, fleet: Fleet, n: number, join: JoinProcedure, limitMs: number, label: string, options: JoinOptions = {}): Promise<JoinResult> {
+  const started = performance.now()
+  const cpu0 = target.cpuSeconds()
+  const own0 = process.cpuUsage()
+  const run = new JoinRun(target.port, fleet, n, join, options)
+  let stopped: string | undefined
+  const unwatch = watchJoins(n, label, limitMs, () => run.latencies.length, () => run.failed, (reason) => { stopped = reason; run.stop() })
+  await run.done
+  unwatch()
+  const wall = (performance.now() - started) / 1000
+  const own = process.cpuUsage(own0)
+  return joinResult(n, label, [run.tally()], {
+    seconds: wall,
+    stopped,
+    serverCores: target.alive() ? (target.cpuSeconds() - cpu0) / wall : Number.NaN,
+    generatorCores: (own.user + own.system) / 1e6 / wall
+  })
 }

@@ -1,18 +1,22 @@
 /**
  * Issue 5's many-peer scenarios, each one server process: (a) joins, then on
  * the same peers (b) the discovery storm or (c) idle memory, and (e) joins
- * through the crypto challenge. A control-plane prober runs throughout.
+ * through the crypto challenge. A control-plane prober runs throughout, in
+ * a thread of this process; (c)'s peers are in generator processes of their
+ * own (generators.ts), the others' in this process.
  */
 import { libp2pIdentity, withLegacyId, type Identity } from '../test/helpers/keys.js'
+import { rssBytes } from '../test/helpers/procfs.js'
 import type { Figure, ScenarioContext } from './figures.js'
 import { Fleet } from './fleet.js'
+import { Generators, SOURCES_PER_PROCESS } from './generators.js'
 import { challengeJoin, joinPeers, plainJoin, type JoinResult } from './joins.js'
 import { settledRss } from './memory.js'
 import { startProber, type ProbeReport } from './prober.js'
 import { progress } from './progress.js'
 import { roundTrips, type RoundTrips } from './stats.js'
 import { discoveryStorm } from './storm.js'
-import type { Target } from './targets.js'
+import { processTree, type Target } from './targets.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -52,14 +56,20 @@ function rttFigures (group: string, when: string, rtt: RoundTrips): Figure[] {
   ]
 }
 
-/** Starts the prober (one that reconnects, with `reconnect`) and a fleet, and makes sure both are released. */
-export async function setUp (target: Target, context: ScenarioContext, reconnect = false): Promise<{ fleet: Fleet, stopProber: () => Promise<ProbeReport> }> {
-  const fleet = new Fleet()
-  context.defer(() => { fleet.destroy() })
+/** Starts the prober (one that reconnects, with `reconnect`) and makes sure it is stopped; resolves with its stop. */
+export async function startScenarioProber (target: Target, context: ScenarioContext, reconnect = false): Promise<() => Promise<ProbeReport>> {
   const prober = await startProber(target, reconnect)
   let report: Promise<ProbeReport> | undefined
   const stopProber = async (): Promise<ProbeReport> => { report ??= prober.stop(); return await report }
   context.defer(async () => { await stopProber().catch(() => {}) })
+  return stopProber
+}
+
+/** Starts the prober (one that reconnects, with `reconnect`) and a fleet in this process, and makes sure both are released. */
+export async function setUp (target: Target, context: ScenarioContext, reconnect = false): Promise<{ fleet: Fleet, stopProber: () => Promise<ProbeReport> }> {
+  const fleet = new Fleet()
+  context.defer(() => { fleet.destroy() })
+  const stopProber = await startScenarioProber(target, context, reconnect)
   return { fleet, stopProber }
 }
 
@@ -93,31 +103,56 @@ export async function joinThenStorm (target: Target, context: ScenarioContext, n
   }
 }
 
-/** (a) N peers join, then (c) the server's RSS with them joined and idle. */
-export async function joinThenIdle (target: Target, context: ScenarioContext, n: number, joinLimitMs: number): Promise<Measured> {
+export interface IdleOptions {
+  /** Appended to the figures' groups, e.g. `' on --workers=2'`. */
+  where?: string
+  /** Also the peers joined and the seconds the joins took, as figures. */
+  joinedFigures?: boolean
+}
+
+/**
+ * (a) N peers join, then (c) the server's RSS with them joined and idle. The
+ * peers are in generator processes (generators.ts), at most
+ * MAX_PEERS_PER_PROCESS each, each with its own loopback source addresses;
+ * this process keeps the prober thread and the clock.
+ */
+export async function joinThenIdle (target: Target, context: ScenarioContext, n: number, joinLimitMs: number, options: IdleOptions = {}): Promise<Measured> {
+  const where = options.where ?? ''
   const idleRss = await settledRss(target, 1_000)
-  const { fleet, stopProber } = await setUp(target, context)
-  const joinGroup = `(a) join ${count(n)} peers`
-  const memoryGroup = `(c) memory, ${count(n)} idle peers`
+  const generators = await Generators.start(n, context)
+  const stopProber = await startScenarioProber(target, context)
+  const joinGroup = `(a) join ${count(n)} peers${where}`
+  const memoryGroup = `(c) memory, ${count(n)} idle peers${where}`
+  progress(`  ${generators.processes} generator process${generators.processes === 1 ? '' : 'es'}, ${count(Math.ceil(n / generators.processes))} peers and ${SOURCES_PER_PROCESS} source addresses each`)
   const joinStart = Date.now()
-  const join = await joinPeers(target, fleet, n, plainJoin, joinLimitMs, `join ${count(n)}`)
+  const fleetJoin = await generators.join(target, n, joinLimitMs, `join ${count(n)}`)
+  const join = fleetJoin.result
   const joinEnd = Date.now()
-  const announcedWhileJoining = fleet.peerMessages
   if (!target.alive()) throw new Error('server died while peers joined')
   progress(`  memory: settling ${SETTLE_MS / 1000} s, then the minimum RSS over ${MEMORY_SAMPLE_MS / 1000} s`)
   await new Promise((resolve) => setTimeout(resolve, SETTLE_MS))
   const afterStart = Date.now()
   const joinedRss = await settledRss(target, MEMORY_SAMPLE_MS)
+  const rssByProcess = processTree(target.pid).map((pid) => { try { return rssBytes(pid) } catch { return 0 } })
+  const fleet = await generators.status()
   const connected = fleet.connected
   const probes = await stopProber()
   const rttJoin = roundTrips(probes, joinStart, joinEnd)
   const rttAfter = roundTrips(probes, afterStart, Date.now())
-  fleet.destroy()
+  const generatorLifeCpuSeconds = await generators.stop(context)
+  progress(`  ${count(connected)} connected after the joins, ${count(fleet.dropped)} dropped; server RSS ${(joinedRss / MiB).toFixed(0)} MiB${rssByProcess.length > 1 ? ` (${rssByProcess.map((b) => (b / MiB).toFixed(0)).join(' + ')})` : ''}`)
   // with fewer peers than asked the figure is still per peer, but not at N: noted, and no ratio drawn
   const partial = connected < n ? `${count(connected)} of ${count(n)} joined` : undefined
   const perPeerKiB = (joinedRss - idleRss) / Math.max(1, connected) / KiB
+  const joinedFigures: Figure[] = options.joinedFigures === true
+    ? [
+        { group: joinGroup, label: 'peers joined', unit: 'peers', better: 'higher', value: join.joined },
+        { group: joinGroup, label: 'seconds until all joined or failed', unit: 's', better: 'lower', value: join.seconds, ...(join.bounded ? { note: join.stopped ?? 'stopped' } : {}) }
+      ]
+    : []
   return {
     figures: [
+      ...joinedFigures,
       ...joinFigures(joinGroup, join),
       ...rttFigures(joinGroup, 'while joining', rttJoin),
       { group: joinGroup, label: 'load generator CPU while joining', unit: 'cores', better: 'lower', value: join.generatorCores },
@@ -126,7 +161,23 @@ export async function joinThenIdle (target: Target, context: ScenarioContext, n:
       { group: memoryGroup, label: 'RSS before connecting', unit: 'MiB', better: 'lower', value: idleRss / MiB },
       ...rttFigures(memoryGroup, 'afterwards', rttAfter)
     ],
-    raw: { join, announcedWhileJoining, memory: { idleRssBytes: idleRss, joinedRssBytes: joinedRss, connected, perPeerKiB }, controlPlane: { whileJoining: rttJoin, afterwards: rttAfter, proberLost: probes.lost }, dropReasons: Object.fromEntries(fleet.dropReasons) }
+    raw: {
+      join,
+      announcedWhileJoining: fleetJoin.announced,
+      generator: {
+        processes: generators.processes,
+        sources: generators.all.map((p) => `${p.sources[0] ?? ''}–${p.sources[p.sources.length - 1] ?? ''}`),
+        processesCoresWhileJoining: fleetJoin.generatorProcessesCores,
+        benchProcessCoresWhileJoining: fleetJoin.benchProcessCores,
+        processesLifeCpuSeconds: generatorLifeCpuSeconds
+      },
+      memory: { idleRssBytes: idleRss, joinedRssBytes: joinedRss, rssByProcessBytes: rssByProcess, connected, perPeerKiB },
+      connectedAfterJoining: fleetJoin.connected,
+      dropped: fleet.dropped,
+      announcedInAll: fleet.peerMessages,
+      controlPlane: { whileJoining: rttJoin, afterwards: rttAfter, proberLost: probes.lost },
+      dropReasons: fleet.dropReasons
+    }
   }
 }
 
