@@ -17,9 +17,9 @@ export const NO_CHROMIUM: string | false = CHROMIUM_EXECUTABLE === undefined
 /**
  * Headless Chromium that stays off the network by itself: without the
  * background-networking flags it reaches for Google's services at start-up.
- * `--no-sandbox` because CI runs as root.
+ * `--no-sandbox` because CI runs as root; `extraArgs` after these.
  */
-export async function launchChromium (): Promise<Browser> {
+export async function launchChromium (extraArgs: readonly string[] = []): Promise<Browser> {
   if (CHROMIUM_EXECUTABLE === undefined) throw new Error(String(NO_CHROMIUM))
   return await chromium.launch({
     executablePath: CHROMIUM_EXECUTABLE,
@@ -30,7 +30,8 @@ export async function launchChromium (): Promise<Browser> {
       '--no-first-run',
       '--disable-background-networking',
       '--disable-component-update',
-      '--disable-sync'
+      '--disable-sync',
+      ...extraArgs
     ]
   })
 }
