@@ -30,7 +30,7 @@ import type { Relay } from '../src/relay/index.js'
 import { connect, type Client, type ClientVersion, type Transport } from './helpers/clients.js'
 import { health } from './helpers/http.js'
 import { joinWithChallenge, joinedPeer, type Peer } from './helpers/join.js'
-import { addressOf, libp2pIdentity, randomAddress, type Identity } from './helpers/keys.js'
+import { addressOf, libp2pIdentity, randomAddress, randomPeerId, type Identity } from './helpers/keys.js'
 import { sample, scrape } from './helpers/metrics.js'
 import { startCli, startServer, type CliServer } from './helpers/server.js'
 import { STREAM, Source, accepted, makeChunks, relay, relayIsEmpty, send, sha256, type Received, type Relayed } from './helpers/streams.js'
@@ -74,8 +74,12 @@ type Value =
   | { kind: 'binary', bytes: number[] }
   /** One of this run's own websocket-star addresses (never an honest peer's). */
   | { kind: 'own-address', index: number, form: number }
-  /** An honest peer's address: dialing from it or leaving it must do nothing. */
-  | { kind: 'honest-address', peer: 'a' | 'b' }
+  /** One of this run's own webrtc-star addresses. */
+  | { kind: 'own-star-address', index: number }
+  /** An honest peer's address: dialing from it or leaving it must do nothing; c and d are the honest webrtc-star peers. */
+  | { kind: 'honest-address', peer: 'a' | 'b' | 'c' | 'd' }
+  /** An `ss-handshake` offer made of other values; absent fields left out. */
+  | { kind: 'offer', intentId: Value, src: Value, dst: Value, signal: Value | 'sdp', answer: Value | undefined }
   | { kind: 'odd-address', value: string }
   | { kind: 'own-dial-id', index: number }
   | { kind: 'honest-dial-id', round: 'current' | 'previous' }
@@ -87,7 +91,7 @@ type StreamName =
   | { kind: 'huge', size: number }
 
 type EventName =
-  | { kind: 'ss-join' } | { kind: 'ss-leave' } | { kind: 'ss-dial' }
+  | { kind: 'ss-join' } | { kind: 'ss-leave' } | { kind: 'ss-dial' } | { kind: 'ss-handshake' }
   | { kind: 'stream', type: string, name: StreamName }
   | { kind: 'unknown', name: string | number }
 
@@ -108,6 +112,8 @@ type Answer = { kind: 'silent' } | { kind: 'answer', value: Value }
 interface Attack {
   version: ClientVersion
   transport: Transport
+  /** 4.x only: connect on `/socket.io-next`, where only webrtc-star peers join. */
+  next: boolean
   /** Peer ids (32 digest bytes) of the attacker's own addresses. */
   ids: number[][]
   answer: Answer
@@ -180,10 +186,24 @@ const oddAddress = fc.oneof(
   fc.array(fc.oneof(fc.constantFrom(...ADDRESS_SEGMENTS), fc.string({ maxLength: 6 })), { maxLength: 9 }).map((segments) => `/${segments.join('/')}`),
   fc.string({ unit: 'binary', maxLength: 40 })
 ).map((value): Value => ({ kind: 'odd-address', value }))
-const honestAddress = fc.constantFrom('a' as const, 'b' as const).map((peer): Value => ({ kind: 'honest-address', peer }))
+const honestAddress = fc.constantFrom('a' as const, 'b' as const, 'c' as const, 'd' as const).map((peer): Value => ({ kind: 'honest-address', peer }))
+const ownStarAddress = fc.nat(2).map((index): Value => ({ kind: 'own-star-address', index }))
 /** An address to join: honest peers' addresses excluded (without the challenge anyone may take those over, by design). */
-const joinAddress = fc.oneof({ arbitrary: ownAddress, weight: 6 }, { arbitrary: oddAddress, weight: 2 }, { arbitrary: hostileValue, weight: 1 })
-const anyAddress = fc.oneof({ arbitrary: ownAddress, weight: 6 }, { arbitrary: honestAddress, weight: 2 }, { arbitrary: oddAddress, weight: 1 }, { arbitrary: hostileValue, weight: 1 })
+const joinAddress = fc.oneof({ arbitrary: ownAddress, weight: 4 }, { arbitrary: ownStarAddress, weight: 2 }, { arbitrary: oddAddress, weight: 2 }, { arbitrary: hostileValue, weight: 1 })
+const anyAddress = fc.oneof({ arbitrary: ownAddress, weight: 4 }, { arbitrary: ownStarAddress, weight: 2 }, { arbitrary: honestAddress, weight: 2 }, { arbitrary: oddAddress, weight: 1 }, { arbitrary: hostileValue, weight: 1 })
+/** An offer shaped like the clients' own, with any of its parts hostile or left out. */
+const offerValue: fc.Arbitrary<Value> = fc.record({
+  intentId: fc.oneof({ arbitrary: fc.uuid().map((value): Value => ({ kind: 'json', value })), weight: 4 }, { arbitrary: hostileValue, weight: 1 }),
+  // mostly its own webrtc-star address (joined first in most runs), so that the offer gets past the first checks
+  src: fc.oneof({ arbitrary: fc.constant<Value>({ kind: 'own-star-address', index: 0 }), weight: 3 }, { arbitrary: anyAddress, weight: 2 }),
+  dst: fc.oneof(
+    { arbitrary: ownStarAddress, weight: 2 },
+    { arbitrary: fc.constantFrom<Value>({ kind: 'honest-address', peer: 'c' }, { kind: 'honest-address', peer: 'd' }), weight: 2 },
+    { arbitrary: anyAddress, weight: 2 }
+  ),
+  signal: fc.oneof({ arbitrary: fc.constant('sdp' as const), weight: 4 }, { arbitrary: hostileValue, weight: 2 }),
+  answer: fc.option(fc.oneof(fc.constant<Value>({ kind: 'json', value: true }), hostileValue), { nil: undefined })
+}).map((offer): Value => ({ kind: 'offer', ...offer }))
 const dialId = fc.oneof(
   { arbitrary: fc.nat(3).map((index): Value => ({ kind: 'own-dial-id', index })), weight: 5 },
   { arbitrary: fc.constantFrom('current' as const, 'previous' as const).map((round): Value => ({ kind: 'honest-dial-id', round })), weight: 2 },
@@ -211,6 +231,7 @@ const eventName: fc.Arbitrary<EventName> = fc.oneof(
   { arbitrary: fc.constant<EventName>({ kind: 'ss-join' }), weight: 4 },
   { arbitrary: fc.constant<EventName>({ kind: 'ss-leave' }), weight: 1 },
   { arbitrary: fc.constant<EventName>({ kind: 'ss-dial' }), weight: 4 },
+  { arbitrary: fc.constant<EventName>({ kind: 'ss-handshake' }), weight: 3 },
   {
     arbitrary: fc.record({ type: fc.oneof(fc.constantFrom('accept', 'queue', 'error'), fc.string({ maxLength: 6 })), name: streamName })
       .map(({ type, name }): EventName => ({ kind: 'stream', type, name })),
@@ -219,7 +240,7 @@ const eventName: fc.Arbitrary<EventName> = fc.oneof(
   {
     arbitrary: fc.oneof(
       fc.string({ maxLength: 20 }), fc.string({ unit: 'binary', maxLength: 20 }), fc.integer(),
-      fc.constantFrom('ws-peer', 'ss-incomming', '__proto__', 'constructor', 'hasOwnProperty', 'toString', 'socket.io-pull-stream',
+      fc.constantFrom('ws-peer', 'ss-incomming', 'ws-handshake', '__proto__', 'constructor', 'hasOwnProperty', 'toString', 'socket.io-pull-stream',
         'socket.io-pull-stream.', 'socket.io-pull-stream.queue', 'socket.io-pull-stream..x', 'SS-JOIN', 'ss-join ')
     ).filter((name) => typeof name === 'number' || !RESERVED_EVENTS.has(name)).map((name): EventName => ({ kind: 'unknown', name })),
     weight: 2
@@ -231,7 +252,9 @@ function argumentsFor (event: EventName): fc.Arbitrary<Value[]> {
   const shaped = ((): fc.Arbitrary<Value[]> => {
     switch (event.kind) {
       case 'ss-join': return fc.tuple(joinAddress, joinData)
-      case 'ss-leave': return fc.tuple(anyAddress)
+      // webrtc-star's older clients leave without an address
+      case 'ss-leave': return fc.oneof(fc.tuple(anyAddress), fc.constant<Value[]>([]))
+      case 'ss-handshake': return fc.tuple(offerValue)
       case 'ss-dial': return fc.tuple(anyAddress, anyAddress, dialId)
       case 'stream': return fc.array(chunk, { minLength: 1, maxLength: 2 })
       case 'unknown': return anything
@@ -251,6 +274,7 @@ const command: fc.Arbitrary<Command> = eventName.chain((event) => fc.record({
 const attack: fc.Arbitrary<Attack> = fc.record({
   version: fc.constantFrom<ClientVersion>('v2', 'v4'),
   transport: fc.oneof({ arbitrary: fc.constant<Transport>('websocket'), weight: 3 }, { arbitrary: fc.constant<Transport>('polling'), weight: 1 }),
+  next: fc.oneof({ arbitrary: fc.constant(false), weight: 3 }, { arbitrary: fc.constant(true), weight: 1 }),
   ids: fc.array(fc.array(fc.nat(255), { minLength: 32, maxLength: 32 }), { minLength: 1, maxLength: 6 }),
   answer: fc.oneof(
     { arbitrary: fc.constant<Answer>({ kind: 'silent' }), weight: 1 },
@@ -264,7 +288,7 @@ const attack: fc.Arbitrary<Attack> = fc.record({
   ? {
       ...rest,
       commands: [0, 1, 2].map((index): Command => ({ event: { kind: 'ss-join' }, args: [{ kind: 'own-address', index, form: 0 }, { kind: 'json', value: '' }], ack: 'last', wait: false }))
-        .concat(rest.commands)
+        .concat([{ event: { kind: 'ss-join' }, args: [{ kind: 'own-star-address', index: 0 }], ack: 'last', wait: false }], rest.commands)
     }
   : rest)
 
@@ -292,10 +316,17 @@ function ownAddressOf (id: string, form: number): string {
   }
 }
 
+function ownStarAddressOf (id: string): string {
+  return `/ip4/127.0.0.1/tcp/9090/ws/p2p-webrtc-star/p2p/${id}`
+}
+
 /** What the honest peers are relaying now: the attacker may guess their names. */
 interface HonestState {
   a: string
   b: string
+  /** The honest webrtc-star peers' addresses: c signals d. */
+  c: string
+  d: string
   /** Dial ids the honest listener answers; it refuses every other dial at once. */
   expected: Set<string>
   current: Relayed | undefined
@@ -325,7 +356,19 @@ class Materializer {
         return value
       }
       case 'own-address': return ownAddressOf(this.ids[v.index % this.ids.length], v.form)
-      case 'honest-address': return v.peer === 'a' ? this.honest.a : this.honest.b
+      case 'own-star-address': return ownStarAddressOf(this.ids[v.index % this.ids.length])
+      case 'honest-address': return this.honest[v.peer]
+      case 'offer': {
+        const offer: Record<string, unknown> = {
+          intentId: this.value(v.intentId),
+          srcMultiaddr: this.value(v.src),
+          dstMultiaddr: this.value(v.dst),
+          signal: v.signal === 'sdp' ? { type: 'offer', sdp: 'v=0\r\n' } : this.value(v.signal)
+        }
+        if (v.answer !== undefined) offer.answer = this.value(v.answer)
+        for (const key of Object.keys(offer)) if (offer[key] === undefined) Reflect.deleteProperty(offer, key)
+        return offer
+      }
       case 'odd-address': return v.value
       case 'own-dial-id': return this.dialIds[v.index % this.dialIds.length]
       case 'honest-dial-id': return this.honest[v.round]?.dialId ?? 'no-honest-dial-yet'
@@ -471,7 +514,8 @@ async function runAttack (url: string, honest: HonestState, input: Attack): Prom
   const dialIds = [0, 1, 2, 3].map(() => randomUUID())
   const m = new Materializer(ids, dialIds, honest)
   const refusals = new Set(['honest peer busy'])
-  const client = await connect(url, input.version, input.transport)
+  const next = input.next && input.version === 'v4'
+  const client = await connect(url, input.version, input.transport, next ? { path: '/socket.io-next/' } : {})
   let closedBy: string | undefined
   client.socket.on('disconnect', (reason: string) => { closedBy = reason })
   // the attacker may dial itself: it answers as the run says
@@ -483,6 +527,14 @@ async function runAttack (url: string, honest: HonestState, input: Attack): Prom
   const pending: Array<Promise<void>> = []
   /** What went wrong inside callbacks: thrown there, it would land in the client library instead of here. */
   const problems: string[] = []
+  // its own offers, to itself, or sent back refused: only an offer's own fields, and a known error
+  client.socket.on('ws-handshake', (...received: unknown[]) => {
+    const problem = offerProblem(received)
+    if (problem !== undefined) problems.push(`ws-handshake to the attacker: ${problem}`)
+    const err = (received[0] as Record<string, unknown> | undefined)?.err
+    const outcome = `ws-handshake ${typeof err === 'string' ? err : 'delivered'}`
+    tally.set(outcome, (tally.get(outcome) ?? 0) + 1)
+  })
   try {
     for (const cmd of input.commands) {
       const event = m.event(cmd.event)
@@ -530,6 +582,46 @@ async function runAttack (url: string, honest: HonestState, input: Attack): Prom
   }
 }
 
+const OFFER_FIELDS = new Set(['intentId', 'srcMultiaddr', 'dstMultiaddr', 'signal', 'answer', 'err'])
+
+/** What is wrong with the arguments of a `ws-handshake` the server sent, if anything. */
+function offerProblem (args: unknown[]): string | undefined {
+  const shown = JSON.stringify(args).slice(0, 300)
+  const [offer] = args
+  if (args.length !== 1 || typeof offer !== 'object' || offer === null) return `not one offer: ${shown}`
+  const fields = offer as Record<string, unknown>
+  const extra = Object.keys(fields).filter((key) => !OFFER_FIELDS.has(key))
+  if (extra.length > 0) return `fields that are not an offer's: ${extra.join(', ')} in ${shown}`
+  if (typeof fields.intentId !== 'string' || typeof fields.srcMultiaddr !== 'string' || typeof fields.dstMultiaddr !== 'string') return `an offer without its ids: ${shown}`
+  if (typeof fields.signal !== 'object' || fields.signal === null || Array.isArray(fields.signal)) return `a signal that is not an object: ${shown}`
+  if (fields.err !== undefined && !(typeof fields.err === 'string' && KNOWN_ERRORS.has(fields.err))) return `an unknown error: ${shown}`
+  return undefined
+}
+
+/** What the honest webrtc-star peers signalled: c's offers to d, by intent id, and everything d received. */
+interface HonestSignals {
+  sent: Map<string, Record<string, unknown>>
+  received: unknown[][]
+}
+
+/** The honest c sends d one offer, and returns its intent id. */
+function honestSignal (c: Client, state: HonestState, signals: HonestSignals): string {
+  const offer = { intentId: randomUUID(), srcMultiaddr: state.c, dstMultiaddr: state.d, signal: { type: 'offer', sdp: `v=0\r\no=- ${signals.sent.size} 2 IN IP4 127.0.0.1\r\n` } }
+  signals.sent.set(offer.intentId, offer)
+  c.emit('ss-handshake', offer)
+  return offer.intentId
+}
+
+/** Every offer d received is well-formed, each in c's name is one c sent and arrived intact, and none of c's is missing. */
+function checkHonestSignals (state: HonestState, signals: HonestSignals): void {
+  const problems = signals.received.map(offerProblem).filter((problem) => problem !== undefined)
+  assert.deepEqual(problems, [], 'd received only well-formed offers')
+  const fromC = signals.received.map(([offer]) => offer as Record<string, unknown>).filter((offer) => offer.srcMultiaddr === state.c)
+  for (const offer of fromC) assert.deepEqual(offer, signals.sent.get(offer.intentId as string), 'an offer in c\'s name is one c sent, intact')
+  assert.equal(new Set(fromC.map((offer) => offer.intentId)).size, signals.sent.size, 'every offer of c arrived, once')
+  assert.equal(fromC.length, signals.sent.size, 'every offer of c arrived, once')
+}
+
 /** A Socket.IO packet as socket.io-client 2.x's manager sends it, bypassing every check of the client. */
 interface RawPacket { type: number, nsp: string, id: number | undefined, data: unknown }
 
@@ -551,6 +643,10 @@ describe('hostile payloads', () => {
   let url: string
   let peerA: Peer | undefined
   let peerB: Peer | undefined
+  // the honest webrtc-star peers: c on /socket.io with 2.x, d on /socket.io-next with 4.x
+  let peerC: Client | undefined
+  let peerD: Client | undefined
+  const signals: HonestSignals = { sent: new Map(), received: [] }
   /** The CLI and the two honest peers, for the tests (which run only once before() has started them). */
   const ready = (): { open: CliServer, a: Peer, b: Peer } => {
     assert.ok(openCli !== undefined && peerA !== undefined && peerB !== undefined, 'the CLI and the honest peers started')
@@ -558,7 +654,7 @@ describe('hostile payloads', () => {
   }
   let stopping = false
   let running = 'start-up'
-  const honest: HonestState = { a: '', b: '', expected: new Set(), current: undefined, previous: undefined }
+  const honest: HonestState = { a: '', b: '', c: '', d: '', expected: new Set(), current: undefined, previous: undefined }
 
   before(async () => {
     process.stdout.write(`# fuzz seed: ${SEED}\n`)
@@ -569,17 +665,28 @@ describe('hostile payloads', () => {
     peerB = await joinedPeer(url)
     honest.a = peerA.address
     honest.b = peerB.address
+    peerC = await connect(url, 'v2')
+    peerD = await connect(url, 'v4', 'websocket', { path: '/socket.io-next/' })
+    for (const [peer, key] of [[peerC, 'c'], [peerD, 'd']] as const) {
+      honest[key] = ownStarAddressOf(randomPeerId())
+      assert.deepEqual((await peer.request('ss-join', honest[key]))[0], null, `honest webrtc-star peer ${key} joins`)
+    }
+    peerD.socket.on('ws-handshake', (...offer: unknown[]) => { signals.received.push(offer) })
   })
   after(async () => {
     await peerA?.client.close()
     await peerB?.client.close()
+    await peerC?.close()
+    await peerD?.close()
     stopping = true
     const exit = await openCli?.stop()
     assert.equal(exit?.code, 0)
   })
 
-  it('survives every client event with hostile arguments from 2.x and 4.x while two honest peers relay every byte intact', async () => {
+  it('survives every client event with hostile arguments from 2.x and 4.x while two honest peers relay every byte intact and two others signal', async () => {
     const { open, a, b } = ready()
+    assert.ok(peerC !== undefined && peerD !== undefined, 'the honest webrtc-star peers joined')
+    const c = peerC
     let run = 0
     let fuzzing = true
     const started = Date.now()
@@ -596,6 +703,7 @@ describe('hostile payloads', () => {
     try {
       await fc.assert(fc.asyncProperty(attack, async (input) => {
         running = `fuzz run ${++run}: ${fc.stringify(input)}`
+        honestSignal(c, honest, signals)
         await runAttack(url, honest, input)
         await assertHealthy(open, [WARNING])
       }), fuzzParameters(RUNS.events))
@@ -613,8 +721,13 @@ describe('hostile payloads', () => {
     const dials = sample(figures, 'rendezvous_dials_total_success') - rounds - 1
     process.stdout.write(`# the attackers' own dials that the server relayed: ${dials}; relayed bytes in all: ${sample(figures, 'rendezvous_relayed_bytes_total')}\n`)
     assert.ok(rounds >= 2, `only ${rounds} honest rounds completed while fuzzing`)
-    // both honest peers still hold their addresses, and nothing an attacker joined is left
-    await eventually(async () => (await health(open.uri)).body.peers, (peers) => peers === 2, 'only the two honest peers are joined', { patienceMs: HEALTH_PATIENCE_MS })
+    // a last offer of c, then all of c's offers are at d, intact, and nothing forged in c's name
+    const last = honestSignal(c, honest, signals)
+    await until(() => signals.received.some(([offer]) => (offer as Record<string, unknown> | undefined)?.intentId === last), 'the honest last offer arrives')
+    checkHonestSignals(honest, signals)
+    process.stdout.write(`# the honest webrtc-star peers: ${signals.sent.size} offers intact; d received ${signals.received.length} in all\n`)
+    // the four honest peers still hold their addresses, and nothing an attacker joined is left
+    await eventually(async () => (await health(open.uri)).body.peers, (peers) => peers === 4, 'only the four honest peers are joined', { patienceMs: HEALTH_PATIENCE_MS })
     const checker = await connect(url, 'v4')
     try {
       const [err, , others] = await checker.request('ss-join', randomAddress(), '')
@@ -663,7 +776,7 @@ describe('hostile payloads', () => {
     send(b.client, r.back, [])
     assert.equal((await within(r.atListener.done, 'a relay after the malformed packets')).sha256, sha256(chunks))
     await r.atDialer.done
-    await eventually(async () => (await health(open.uri)).body.peers, (peers) => peers === 2, 'only the two honest peers are joined', { patienceMs: HEALTH_PATIENCE_MS })
+    await eventually(async () => (await health(open.uri)).body.peers, (peers) => peers === 4, 'only the four honest peers are joined', { patienceMs: HEALTH_PATIENCE_MS })
   })
 })
 
@@ -780,7 +893,7 @@ function keyOf (type: 'Ed25519' | 'secp256k1', bytes: number[]): { id: string, p
 const challengeTally = new Map<string, number>()
 
 async function runChallengeAttack (url: string, identities: Identity[], victim: Victim, input: ChallengeAttack): Promise<void> {
-  const m = new Materializer([FIXED_ID], ['x'], { a: '', b: '', expected: new Set(), current: undefined, previous: undefined })
+  const m = new Materializer([FIXED_ID], ['x'], { a: '', b: '', c: '', d: '', expected: new Set(), current: undefined, previous: undefined })
   const client = await connect(url, input.version)
   /** The last nonce this connection was given, by address. */
   const nonces = new Map<unknown, string>()
