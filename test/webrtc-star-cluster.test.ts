@@ -58,6 +58,7 @@ describe('webrtc-star across two nodes on one Redis', { skip: NO_REDIS }, () => 
         const connection = await from.dial(to.address)
         const bytes = randomBytes(64 * 1024)
         const back = await roundTrip(connection, bytes)
+        assert.equal(back.length, bytes.length, `${from.client} → ${to.client}: as many bytes came back`)
         assert.ok(back.equals(bytes), `${from.client} → ${to.client}: the echo is byte-exact`)
         await connection.close()
         // the offer went through the dialer's node, the answer through the listener's
