@@ -8,14 +8,12 @@
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { mkdirSync, readFileSync } from 'node:fs'
-import { createServer, type Server as HttpServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { createRequire } from 'node:module'
 import { dirname } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
-import { NO_CHROMIUM, PHONE, foreignRequests, launchChromium, recordRequests } from './helpers/browser.js'
+import { NO_CHROMIUM, PHONE, callPage, foreignRequests, launchChromium, recordRequests, serveSite, type Site } from './helpers/browser.js'
 import { connect, type Client } from './helpers/clients.js'
 import { randomAddress } from './helpers/keys.js'
 import { startServer } from './helpers/server.js'
@@ -45,39 +43,19 @@ function readVersion (): string {
 }
 
 /** What the peer page puts on `window.peer`: its methods, and the promise of the listener's streams. */
-type PeerGlobal = typeof globalThis & { peer: Record<string, (...args: unknown[]) => unknown> & { listened: Promise<unknown> } }
+type PeerGlobal = typeof globalThis & { peer: { listened: Promise<unknown> } }
 
 /** Calls `window.peer[method](...args)` in `page` and resolves with its (awaited) result. */
 async function call<T = unknown> (page: Page, method: string, ...args: unknown[]): Promise<T> {
-  const result = await within(
-    page.evaluate(async ({ method, args }) => await (globalThis as PeerGlobal).peer[method](...args), { method, args }),
-    `${method}(${args.map((a) => JSON.stringify(a)).join(', ')}) in the browser`
-  )
-  return result as T
+  return await callPage<T>(page, 'peer', method, ...args)
 }
 
-/** A web site of its own for the browser peers, on another port, so their connections to the server are cross-origin. */
-async function servePeerPage (): Promise<{ url: string, close: () => Promise<void> }> {
-  const files: Partial<Record<string, [string, string]>> = {
-    '/': [PEER_PAGE, 'text/html; charset=utf-8'],
-    '/socket.io.js': [require.resolve('socket.io-client-v2/dist/socket.io.js'), 'text/javascript; charset=utf-8']
-  }
-  const site: HttpServer = createServer((req, res) => {
-    const file = files[(req.url ?? '/').split('?', 1)[0] ?? '/']
-    if (file === undefined) {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('Not Found\n')
-      return
-    }
-    res.writeHead(200, { 'content-type': file[1], 'cache-control': 'no-store' }).end(readFileSync(file[0]))
+/** The peer page and socket.io-client 2.x's bundle, read at each request. */
+async function servePeerPage (): Promise<Site> {
+  return await serveSite({
+    '/': { type: 'text/html; charset=utf-8', body: () => readFileSync(PEER_PAGE) },
+    '/socket.io.js': { type: 'text/javascript; charset=utf-8', body: () => readFileSync(require.resolve('socket.io-client-v2/dist/socket.io.js')) }
   })
-  await new Promise<void>((resolve) => { site.listen(0, '127.0.0.1', resolve) })
-  return {
-    url: `http://127.0.0.1:${(site.address() as AddressInfo).port}/`,
-    close: async () => {
-      site.closeAllConnections()
-      await new Promise<void>((resolve) => { site.close(() => { resolve() }) })
-    }
-  }
 }
 
 describe('the status page on a phone', () => {
@@ -139,7 +117,7 @@ interface Sent { bytes: number, chunks: number }
 
 describe('browser peers with socket.io-client 2.x', () => {
   let server: Server | undefined
-  let site: Awaited<ReturnType<typeof servePeerPage>> | undefined
+  let site: Site | undefined
   let browser: Browser | undefined
   const contexts: BrowserContext[] = []
   const requests: string[][] = []

@@ -8,16 +8,13 @@
  */
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { createServer, type Server as HttpServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { build } from 'esbuild'
 import type { Browser, Page } from 'playwright-core'
-import { NO_CHROMIUM, foreignRequests, launchChromium, recordRequests } from './helpers/browser.js'
+import { NO_CHROMIUM, callPage, foreignRequests, launchChromium, recordRequests, serveSite, type Site } from './helpers/browser.js'
 import { sampleOr, scrape } from './helpers/metrics.js'
 import { startServer } from './helpers/server.js'
-import { within } from './helpers/wait.js'
 
 type Server = Awaited<ReturnType<typeof startServer>>
 
@@ -42,38 +39,14 @@ async function bundle (): Promise<Uint8Array> {
   return result.outputFiles[0].contents
 }
 
-/** The pages' own web site on another port, so that their connections to the server are cross-origin. */
-async function serveSite (script: Uint8Array): Promise<{ url: string, close: () => Promise<void> }> {
-  const site: HttpServer = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?', 1)[0]
-    if (path === '/') res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(PAGE)
-    else if (path === '/webrtc-star.js') res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8' }).end(script)
-    else res.writeHead(404, { 'content-type': 'text/plain' }).end('Not Found\n')
-  })
-  await new Promise<void>((resolve) => { site.listen(0, '127.0.0.1', resolve) })
-  return {
-    url: `http://127.0.0.1:${(site.address() as AddressInfo).port}/`,
-    close: async () => {
-      site.closeAllConnections()
-      await new Promise<void>((resolve) => { site.close(() => { resolve() }) })
-    }
-  }
-}
-
-type StarGlobal = typeof globalThis & { star: Record<string, (...args: unknown[]) => Promise<unknown>> }
-
 /** Calls `window.star[method](...args)` in `page` and resolves with its result. */
 async function call<T> (page: Page, method: string, ...args: unknown[]): Promise<T> {
-  const result = await within(
-    page.evaluate(async ({ method, args }) => await (globalThis as StarGlobal).star[method](...args), { method, args }),
-    `${method}(${args.map((a) => JSON.stringify(a)).join(', ')}) in the browser`
-  )
-  return result as T
+  return await callPage<T>(page, 'star', method, ...args)
 }
 
 describe('webrtc-star between two Chromium pages', () => {
   let server: Server | undefined
-  let site: Awaited<ReturnType<typeof serveSite>> | undefined
+  let site: Site | undefined
   let browser: Browser | undefined
   const pages: Page[] = []
   const requests: string[][] = []
@@ -83,7 +56,12 @@ describe('webrtc-star between two Chromium pages', () => {
   before(async () => {
     if (skip !== false) return
     server = await startServer({ cryptoChallenge: false, metrics: true, refreshPeerListIntervalMS: 500 })
-    site = await serveSite(await bundle())
+    const script = await bundle()
+    // the pages' own site on another port, so that their connections to the server are cross-origin
+    site = await serveSite({
+      '/': { type: 'text/html; charset=utf-8', body: () => PAGE },
+      '/webrtc-star.js': { type: 'text/javascript; charset=utf-8', body: () => script }
+    })
     // host candidates as addresses, not mDNS names nothing here resolves
     browser = await launchChromium(['--disable-features=WebRtcHideLocalIpsWithMdns'])
     for (let i = 0; i < 2; i++) {

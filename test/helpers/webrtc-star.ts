@@ -106,6 +106,8 @@ export async function starPeer (client: StarClient, port: number): Promise<StarP
     for (const ma of multiaddrs) discovered.push(ma.toString())
   }
   const discovers = async (other: string): Promise<void> => { await until(() => discovered.includes(other), `${client} peer ${id} discovers ${other}`) }
+  /** What the peer is, whichever client: each adds how it dials and closes. */
+  const known = { client, id, address, discovered, discovers }
 
   if (client === '7.0.0') {
     const star = v7.webRTCStar({ wrtc })
@@ -116,11 +118,7 @@ export async function starPeer (client: StarClient, port: number): Promise<StarP
     const listener = transport.createListener({ handler: echo, upgrader })
     await listener.listen(multiaddr(address))
     return {
-      client,
-      id,
-      address,
-      discovered,
-      discovers,
+      ...known,
       dial: async (to) => await transport.dial(multiaddr(to), { upgrader }),
       close: async () => {
         await listener.close()
@@ -135,11 +133,7 @@ export async function starPeer (client: StarClient, port: number): Promise<StarP
   const listener = transport.createListener(echo)
   await listener.listen(legacyMultiaddr(address))
   return {
-    client,
-    id,
-    address,
-    discovered,
-    discovers,
+    ...known,
     dial: async (to) => {
       // a dial it rejects (the server's error) leaves its WebRTC peer and that peer's timer behind; an abort destroys them
       const abort = new AbortController()
