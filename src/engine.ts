@@ -29,8 +29,9 @@ import type { Worker } from 'node:cluster'
 import { Socket } from 'node:net'
 import * as ws from 'ws'
 import type { ClientAddresses } from './client-addresses.js'
-import { HEARTBEAT_HOLD_MS, MAX_DIAL_ID_LENGTH } from './constants.js'
-import { STREAM_EVENT_PREFIX, type PeerSocket, type SocketServer, type StreamEventName } from './protocol.js'
+import { ChunkFrames } from './chunk-frames.js'
+import { HEARTBEAT_HOLD_MS } from './constants.js'
+import { ChunkParts, wholeChunk, type Chunk, type PeerSocket, type SocketServer, type StreamEventName } from './protocol.js'
 
 /** The parts of Engine.IO's transports used here. */
 interface Transport extends EventEmitter {
@@ -49,6 +50,21 @@ interface RawWebSocket extends EventEmitter {
   terminate?: () => void
   _socket?: Socket
   _extensions?: Record<string, unknown>
+  _receiver?: RawReceiver
+}
+
+/** Where `ws`'s parser of a WebSocket's incoming frames stands (lib/receiver.js). */
+interface RawReceiver {
+  _state: number
+  /** Inside its parsing loop. */
+  _loop: boolean
+  /** The opcode of a fragmented message in progress, or 0. */
+  _fragmented: number
+  _opcode: number
+  _payloadLength: number
+  _bufferedBytes: number
+  _maxPayload: number
+  _writableState: { length: number }
 }
 
 /** An Engine.IO connection (`socket.conn`). */
@@ -145,10 +161,10 @@ export class Flow {
    * as Socket.IO would have framed them: no encoding of the packet each
    * time, no copy of the chunk. Anything else goes through Socket.IO.
    */
-  write (event: `socket.io-pull-stream.${string}`, chunk: Buffer): void {
+  write (event: `socket.io-pull-stream.${string}`, chunk: Chunk): void {
     const raw = rawSocketOf(this.socket)
     if (raw === undefined) {
-      this.socket.emit(event, chunk)
+      this.socket.emit(event, wholeChunk(chunk))
       return
     }
     if (raw !== this.raw) this.watch(raw)
@@ -169,7 +185,8 @@ export class Flow {
     // Engine.IO 3 marks a binary message with its type, 4 (message), ahead of the bytes
     raw.write(frameHeader(BINARY_OPCODE, chunk.length + (eio3 ? 1 : 0)))
     if (eio3) raw.write(EIO3_MESSAGE)
-    raw.write(chunk)
+    if (chunk instanceof ChunkParts) for (const part of chunk.parts) raw.write(part)
+    else raw.write(chunk)
   }
 
   /** Stops reading from this peer until `resume`. */
@@ -253,121 +270,68 @@ export class Flow {
   }
 }
 
-/**
- * The text message that opens a relayed chunk, as both client generations
- * write it: Engine.IO message (4), Socket.IO binary event (5) with one
- * attachment (1-), main namespace, no ack, the event's name, the placeholder.
- */
-const CHUNK_HEADER_OPENING = Buffer.from(`451-["${STREAM_EVENT_PREFIX}`)
-/** Where the event's name starts, past `451-["`. */
-const CHUNK_HEADER_EVENT_AT = 6
-const CHUNK_HEADER_CLOSING = Buffer.from('",{"_placeholder":true,"num":0}]')
-/** Longer headers are left to Socket.IO: a stream's name is two dial ids and a little more. */
-const MAX_CHUNK_HEADER_BYTES = 2 * MAX_DIAL_ID_LENGTH + 64
-/** Engine.IO 3's type byte of a binary message: 4, as in EIO3_MESSAGE. */
-const EIO3_MESSAGE_TYPE = 4
-
-/**
- * The stream event a chunk's header message names, if it is written exactly
- * as the clients write it and the name needs no JSON unescaping; anything
- * else is left to Socket.IO's decoder.
- */
-export function chunkEventOf (header: Buffer): StreamEventName | undefined {
-  const end = header.length - CHUNK_HEADER_CLOSING.length
-  if (end <= CHUNK_HEADER_OPENING.length || header.length > MAX_CHUNK_HEADER_BYTES) return undefined
-  if (header.compare(CHUNK_HEADER_OPENING, 0, CHUNK_HEADER_OPENING.length, 0, CHUNK_HEADER_OPENING.length) !== 0) return undefined
-  if (header.compare(CHUNK_HEADER_CLOSING, 0, CHUNK_HEADER_CLOSING.length, end) !== 0) return undefined
-  // printable ASCII without the quote and backslash that JSON would have escaped
-  for (let i = CHUNK_HEADER_OPENING.length; i < end; i++) {
-    const byte = header[i]
-    if (byte < 0x20 || byte > 0x7e || byte === 0x22 || byte === 0x5c) return undefined
-  }
-  return header.toString('latin1', CHUNK_HEADER_EVENT_AT, end) as StreamEventName
-}
-
-/** A `ws` message listener: Engine.IO's websocket transport has one. */
-type MessageListener = (data: unknown, isBinary: boolean) => void
-
-/** Connections whose relayed chunks are tapped already. */
+/** Connections whose relayed chunks are tapped. */
 const tapped = new WeakSet<PeerSocket>()
 
+/** `ws`'s parser states (lib/receiver.js): between frames, and reading a payload. */
+const RECEIVER_GET_INFO = 0
+const RECEIVER_GET_DATA = 4
+const CLOSE_OPCODE = 0x08
+
 /**
- * Takes a websocket peer's relayed chunks before Engine.IO and Socket.IO
- * decode them, and hands them to `deliver` as Socket.IO would have: the
- * event's name and the chunk, on the next tick (Socket.IO delivers every
- * event on the next tick, so the order among a connection's stream events
- * stays as it was). A chunk is two websocket messages, the header text and
- * the binary attachment (behind a type byte with Engine.IO 3), which `ws`
- * has already unmasked; nothing is parsed but the header, compared with the
- * last one, and the chunk is not copied. Every other message, and a header
- * not followed by its attachment, goes on to Engine.IO unchanged and in order.
- *
- * Installed once per connection, by the first stream event it sends, so an
- * idle peer carries none of it; it follows the connection through an
- * upgrade to websocket and ends with it.
+ * How many bytes of a frame begun `ws`'s parser still wants, if it stands
+ * where the tap may take over: between frames with nothing buffered, or in a
+ * frame's payload (whose rest it is owed), never in a fragmented message or
+ * after a close. Undefined when not (inside a frame's header: rare, and the
+ * next stream event tries again).
  */
-export function tapStreamChunks (socket: PeerSocket, deliver: (event: StreamEventName, chunk: Buffer) => void): void {
-  if (tapped.has(socket)) return
-  tapped.add(socket)
-  const conn = engineOf(socket)
-  const eio3 = conn.protocol === 3
-  let original: MessageListener | undefined
-  /** A header waiting for its attachment, and its event. */
-  let held: Buffer | undefined
-  let heldEvent: StreamEventName | undefined
-  /** The last header seen and its event: a stream sends many chunks under one name. */
-  let lastHeader: Buffer | undefined
-  let lastEvent: StreamEventName | undefined
-
-  const onMessage: MessageListener = (data, isBinary) => {
-    const pass = original
-    if (pass === undefined) return
-    if (held !== undefined) {
-      const header = held
-      const event = heldEvent as StreamEventName
-      held = undefined
-      const chunk = isBinary && Buffer.isBuffer(data) ? attachmentOf(data, eio3) : undefined
-      if (chunk === undefined || conn.readyState !== 'open' || !socket.connected) {
-        pass(header, false)
-        pass(data, isBinary)
-        return
-      }
-      heard(conn)
-      process.nextTick(deliver, event, chunk)
-      return
-    }
-    if (!isBinary && Buffer.isBuffer(data) && data.length <= MAX_CHUNK_HEADER_BYTES) {
-      const event = lastHeader !== undefined && data.equals(lastHeader) ? lastEvent : chunkEventOf(data)
-      if (event !== undefined) {
-        lastHeader = data
-        lastEvent = event
-        held = data
-        heldEvent = event
-        return
-      }
-    }
-    pass(data, isBinary)
-  }
-
-  const attach = (transport: Transport): void => {
-    const ws = transport.socket
-    if (transport.name !== 'websocket' || ws === undefined) return
-    const listeners = ws.listeners('message') as MessageListener[]
-    // anything but Engine.IO's one listener is not what this was written for
-    if (listeners.length !== 1) return
-    original = listeners[0]
-    held = undefined
-    ws.removeListener('message', original)
-    ws.on('message', onMessage)
-  }
-  conn.on('upgrade', attach)
-  attach(conn.transport)
+function bytesOwed (receiver: RawReceiver): number | undefined {
+  if (receiver._loop || receiver._fragmented !== 0 || receiver._opcode === CLOSE_OPCODE || receiver._writableState.length > 0) return undefined
+  if (receiver._state === RECEIVER_GET_INFO) return receiver._bufferedBytes === 0 ? 0 : undefined
+  if (receiver._state === RECEIVER_GET_DATA) return receiver._payloadLength - receiver._bufferedBytes
+  return undefined
 }
 
-/** The chunk in a binary message: all of it, or behind Engine.IO 3's type byte. */
-function attachmentOf (data: Buffer, eio3: boolean): Buffer | undefined {
-  if (!eio3) return data
-  return data.length > 0 && data[0] === EIO3_MESSAGE_TYPE ? data.subarray(1) : undefined
+/**
+ * Takes a websocket peer's relayed chunks out of its TCP stream before `ws`,
+ * Engine.IO and Socket.IO decode them (chunk-frames.ts), and hands them to
+ * `deliver` as Socket.IO would have: the event's name and the chunk, on the
+ * next tick (Socket.IO delivers every event on the next tick, so the order
+ * among a connection's stream events stays as it was). Every other byte goes
+ * on to `ws` unchanged and in order.
+ *
+ * Tried by each stream event Socket.IO delivers until it is in place, so an
+ * idle peer carries none of it: only on an open websocket (a polling
+ * connection, when it has upgraded), and only where `ws`'s parser stands at a
+ * frame's edge or in its payload. It ends with the TCP socket.
+ */
+export function tapStreamChunks (socket: PeerSocket, deliver: (event: StreamEventName, chunk: Chunk) => void): void {
+  if (tapped.has(socket)) return
+  const conn = engineOf(socket)
+  const { transport } = conn
+  const ws = transport.socket
+  if (transport.name !== 'websocket' || ws?.readyState !== 1) return
+  const raw = ws._socket
+  const receiver = ws._receiver
+  if (raw === undefined || receiver === undefined) return
+  if (ws._extensions !== undefined && Object.keys(ws._extensions).length > 0) return
+  const listeners = raw.listeners('data') as Array<(data: Buffer) => void>
+  // anything but `ws`'s one listener is not what this was written for
+  if (listeners.length !== 1) return
+  const owed = bytesOwed(receiver)
+  if (owed === undefined) return
+  const [original] = listeners
+  tapped.add(socket)
+  const frames = new ChunkFrames({
+    pass: (bytes) => { original.call(raw, bytes) },
+    chunk: (event, chunk) => {
+      heard(conn)
+      process.nextTick(deliver, event, chunk)
+    },
+    open: () => conn.readyState === 'open' && socket.connected
+  }, { eio3: conn.protocol === 3, maxPayload: receiver._maxPayload, owed })
+  raw.removeListener('data', original)
+  raw.on('data', (data: Buffer) => { frames.push(data) })
 }
 
 /**

@@ -74,6 +74,23 @@ export const STREAM_EVENT_PREFIX = 'socket.io-pull-stream.'
 export type StreamEventName = `socket.io-pull-stream.${string}`
 
 /**
+ * A relayed chunk in the pieces it arrived in: a websocket frame spans socket
+ * reads, and joining them would copy it. Made only by the chunk tap
+ * (chunk-frames.ts), never decoded from the network.
+ */
+export class ChunkParts {
+  constructor (readonly parts: readonly Buffer[], readonly length: number) {}
+}
+
+/** A relayed chunk's bytes: whole, or in parts. */
+export type Chunk = Buffer | ChunkParts
+
+/** A chunk's bytes in one buffer (copied only if it is in parts). */
+export function wholeChunk (chunk: Chunk): Buffer {
+  return chunk instanceof ChunkParts ? Buffer.concat(chunk.parts, chunk.length) : chunk
+}
+
+/**
  * Client → server. Arguments arrive untyped from the network: they are
  * `unknown` here and become typed requests in the parse functions below.
  */

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { Backpressure, Valve, type Endpoint, type Hold, type Receiver } from '../src/relay/backpressure.js'
-import type { StreamEventName } from '../src/protocol.js'
+import type { Chunk, StreamEventName } from '../src/protocol.js'
 
 class FakeEndpoint implements Endpoint {
   backlog = 0
@@ -20,7 +20,7 @@ class FakeEndpoint implements Endpoint {
     this.calls.push(`emit ${event} ${args.join(',')}`)
   }
 
-  write (event: StreamEventName, chunk: Buffer): void {
+  write (event: StreamEventName, chunk: Chunk): void {
     this.calls.push(`write ${event} ${chunk.length}`)
   }
 

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict'
 import { afterEach, beforeEach, describe, it, mock } from 'node:test'
 import { MAX_PEER_ERROR_LENGTH } from '../src/constants.js'
-import { ERRORS, type StreamEventName } from '../src/protocol.js'
+import { ERRORS, wholeChunk, type Chunk, type StreamEventName } from '../src/protocol.js'
 import { Backpressure, type Endpoint } from '../src/relay/backpressure.js'
 import { Dial, streamEvent, streamNames, type DialContext, type DialLimits, type End, type Stream } from '../src/relay/dial.js'
 import { Parties, Party, chunkOf, endOf } from '../src/relay/parties.js'
@@ -34,8 +34,8 @@ class FakeEndpoint implements Endpoint {
     this.sent.push(['emit', event, ...args])
   }
 
-  write (event: StreamEventName, chunk: Buffer): void {
-    this.sent.push(['write', event, chunk])
+  write (event: StreamEventName, chunk: Chunk): void {
+    this.sent.push(['write', event, wholeChunk(chunk)])
   }
 
   pause (): void {
@@ -677,7 +677,7 @@ describe('Parties', () => {
     const used = new Set<Party>()
     const removed: string[] = []
     const parties = new Parties({
-      queue: (stream, chunk) => { calls.push(`queue ${stream.name} ${chunk.toString('hex')}`); stream.dial.carry(stream, chunk) },
+      queue: (stream, chunk) => { calls.push(`queue ${stream.name} ${wholeChunk(chunk).toString('hex')}`); stream.dial.carry(stream, chunk) },
       end: (stream, end: End) => { calls.push(`end ${stream.name} ${String(end)}`); stream.dial.endStream(stream, end) },
       accept: (stream) => { calls.push(`accept ${stream.name}`); stream.dial.accept(stream) }
     }, (p) => { backpressure.drained(p, () => undefined) }, (p) => used.has(p), (p) => { removed.push(`${p.key} ${p.relayed}`) })

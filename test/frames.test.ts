@@ -10,7 +10,8 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import * as ws from 'ws'
 import { Encoder, PacketType } from 'socket.io-parser'
-import { binaryEventHeader, chunkEventOf, encodeTextFrames, frameHeader } from '../src/engine.js'
+import { chunkEventOf } from '../src/chunk-frames.js'
+import { binaryEventHeader, encodeTextFrames, frameHeader } from '../src/engine.js'
 
 /** `ws`'s frame parser, which @types/ws leaves out: a Writable emitting `message` (data, isBinary). */
 interface FrameReceiver {

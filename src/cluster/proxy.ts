@@ -11,7 +11,7 @@
  * while the dialer's node asks it to (`pause`).
  */
 import debug from 'debug'
-import { ERRORS, EVENTS, type PeerSocket } from '../protocol.js'
+import { ERRORS, EVENTS, wholeChunk, type PeerSocket } from '../protocol.js'
 import type { Backpressure } from '../relay/backpressure.js'
 import { peerError, streamEvent, streamNames } from '../relay/dial.js'
 import { chunkOf, endOf, logIgnored, type Parties, type Party } from '../relay/parties.js'
@@ -158,7 +158,7 @@ export class ListenerProxy {
       }
       origin.forwarded += chunk.length
       party.relayed += chunk.length
-      this.send(origin, { t: 'chunk', ...base, chunk })
+      this.send(origin, { t: 'chunk', ...base, chunk: wholeChunk(chunk) })
       // the path to that node backs up: stop reading until it catches up
       if (!origin.holding && this.components.backpressure.isOver(origin.forwarded - origin.received)) {
         origin.holding = true

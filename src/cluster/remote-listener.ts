@@ -12,7 +12,7 @@
 import type { Endpoint } from '../relay/backpressure.js'
 import type { Dial } from '../relay/dial.js'
 import type { Parties, Party } from '../relay/parties.js'
-import type { StreamEventName } from '../protocol.js'
+import { wholeChunk, type Chunk, type StreamEventName } from '../protocol.js'
 import type { ToDialerNode, ToListenerNode } from './messages.js'
 
 /** How the relay reaches the other nodes. */
@@ -68,9 +68,9 @@ export class RemoteListener implements Endpoint {
     this.send({ t: 'emit', sid: this.holder.connection, event, value: args[0] ?? null })
   }
 
-  write (event: StreamEventName, chunk: Buffer): void {
+  write (event: StreamEventName, chunk: Chunk): void {
     this.written += chunk.length
-    this.send({ t: 'write', sid: this.holder.connection, event, chunk })
+    this.send({ t: 'write', sid: this.holder.connection, event, chunk: wholeChunk(chunk) })
   }
 
   pause (): void {

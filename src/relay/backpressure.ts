@@ -9,7 +9,7 @@
  * receivers, a node asking): a `Valve` counts them, pausing at the first and
  * resuming after the last.
  */
-import type { StreamEventName } from '../protocol.js'
+import type { Chunk, StreamEventName } from '../protocol.js'
 
 /** One side of relayed streams, local or on another node. */
 export interface Endpoint {
@@ -17,7 +17,7 @@ export interface Endpoint {
   readonly backlog: number
   readonly isPaused: boolean
   emit: (event: StreamEventName, ...args: Array<true | string>) => void
-  write: (event: StreamEventName, chunk: Buffer) => void
+  write: (event: StreamEventName, chunk: Chunk) => void
   pause: () => void
   resume: () => void
   /** The relay lets go of it: timers and listeners are freed, reading goes on. */

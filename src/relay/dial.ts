@@ -11,7 +11,7 @@
  */
 import debug from 'debug'
 import { MAX_PEER_ERROR_LENGTH } from '../constants.js'
-import { ERRORS, STREAM_EVENT_PREFIX, type Ack, type StreamEventName } from '../protocol.js'
+import { ERRORS, STREAM_EVENT_PREFIX, type Ack, type Chunk, type StreamEventName } from '../protocol.js'
 import type { Backpressure, Hold } from './backpressure.js'
 import type { Party } from './parties.js'
 
@@ -66,7 +66,7 @@ export class Stream implements Hold {
   accepted = false
   holding = false
   /** Chunks held until the receiver accepts. */
-  pending: Buffer[] = []
+  pending: Chunk[] = []
   pendingBytes = 0
   /** The sender's end, delivered after `pending`. */
   ending: End | undefined
@@ -153,7 +153,7 @@ export class Dial {
   }
 
   /** A chunk from the sender of `stream`. */
-  carry (stream: Stream, chunk: Buffer): void {
+  carry (stream: Stream, chunk: Chunk): void {
     this.bytes += chunk.length
     const { maxRelayBytes } = this.context.limits
     if (maxRelayBytes > 0 && this.bytes > maxRelayBytes) {
@@ -243,7 +243,7 @@ export class Dial {
     }
   }
 
-  private deliver (stream: Stream, chunk: Buffer): void {
+  private deliver (stream: Stream, chunk: Chunk): void {
     stream.receiver.endpoint.write(streamEvent('queue', stream.name), chunk)
     stream.sender.relayed += chunk.length
     stream.receiver.relayed += chunk.length

@@ -8,7 +8,7 @@
  */
 import debug from 'debug'
 import { MAX_LOGGED_NAME_LENGTH } from '../constants.js'
-import { ERRORS } from '../protocol.js'
+import { ChunkParts, ERRORS, type Chunk } from '../protocol.js'
 import { Valve, type Endpoint, type Receiver } from './backpressure.js'
 import { peerError, type Dial, type End, type Stream } from './dial.js'
 
@@ -47,14 +47,14 @@ export class Party implements Receiver<Stream> {
 
 /** What the stream events of a party do. */
 export interface StreamHandlers {
-  queue: (stream: Stream, chunk: Buffer) => void
+  queue: (stream: Stream, chunk: Chunk) => void
   end: (stream: Stream, end: End) => void
   accept: (stream: Stream) => void
 }
 
-/** A relayed chunk as Socket.IO decoded it, or undefined when it is not binary. */
-export function chunkOf (value: unknown): Buffer | undefined {
-  if (Buffer.isBuffer(value)) return value
+/** A relayed chunk as Socket.IO decoded it or the chunk tap took it, or undefined when it is not binary. */
+export function chunkOf (value: unknown): Chunk | undefined {
+  if (Buffer.isBuffer(value) || value instanceof ChunkParts) return value
   if (value instanceof ArrayBuffer) return Buffer.from(value)
   if (ArrayBuffer.isView(value)) return Buffer.from(value.buffer, value.byteOffset, value.byteLength)
   return undefined
