@@ -117,8 +117,12 @@ export class Flow {
   private readonly onUpgrade = (transport: Transport): void => { this.attach(transport) }
   /** The TCP socket written to directly, watched for its drain (its output bypasses Engine.IO's). */
   private raw: Socket | undefined
-  /** The last chunk event's header frame, ready to write: a stream sends many chunks under one name. */
-  private header: { event: string, frame: Buffer } | undefined
+  /**
+   * What goes ahead of the last chunk's bytes, ready to write: the header
+   * frame, the attachment frame's header and Engine.IO 3's type byte. A
+   * stream sends many chunks under one name, mostly of one length.
+   */
+  private prefix: { event: string, frame: Buffer, length: number, bytes: Buffer } | undefined
   /** Whether `raw` is corked until the end of this turn, gathering its chunks into one write. */
   private corked = false
   private readonly uncork = (): void => {
@@ -157,9 +161,10 @@ export class Flow {
   /**
    * Emits `event` with a binary chunk of a relayed stream. On an idle open
    * websocket the two frames of the Socket.IO packet (its text header, then
-   * the chunk as an attachment) go straight to the TCP socket in one write,
-   * as Socket.IO would have framed them: no encoding of the packet each
-   * time, no copy of the chunk. Anything else goes through Socket.IO.
+   * the chunk as an attachment) go straight to the TCP socket, as Socket.IO
+   * would have framed them: the chunk's bytes behind one prefix, which is
+   * made again only when the event or the length changes, and the bytes
+   * themselves never copied. Anything else goes through Socket.IO.
    */
   write (event: `socket.io-pull-stream.${string}`, chunk: Chunk): void {
     const raw = rawSocketOf(this.socket)
@@ -168,12 +173,12 @@ export class Flow {
       return
     }
     if (raw !== this.raw) this.watch(raw)
-    let header = this.header
-    if (header?.event !== event) {
-      header = { event, frame: binaryEventHeader(event) }
-      this.header = header
+    let prefix = this.prefix
+    if (prefix?.event !== event || prefix.length !== chunk.length) {
+      const frame = prefix?.event === event ? prefix.frame : binaryEventHeader(event)
+      prefix = { event, frame, length: chunk.length, bytes: Buffer.concat([frame, attachmentPrefix(chunk.length, this.eio3)]) }
+      this.prefix = prefix
     }
-    const { eio3 } = this
     // the chunks of one turn (one read from the sender holds many small ones) leave in one write;
     // whatever else is written to the socket meanwhile stays in order among them
     if (!this.corked) {
@@ -181,10 +186,7 @@ export class Flow {
       raw.cork()
       process.nextTick(this.uncork)
     }
-    raw.write(header.frame)
-    // Engine.IO 3 marks a binary message with its type, 4 (message), ahead of the bytes
-    raw.write(frameHeader(BINARY_OPCODE, chunk.length + (eio3 ? 1 : 0)))
-    if (eio3) raw.write(EIO3_MESSAGE)
+    raw.write(prefix.bytes)
     if (chunk instanceof ChunkParts) for (const part of chunk.parts) raw.write(part)
     else raw.write(chunk)
   }
@@ -389,6 +391,12 @@ const TEXT_FRAME: FrameOptions = { fin: true, opcode: 0x01, mask: false, readOnl
 
 const BINARY_OPCODE = 0x02
 const EIO3_MESSAGE = Buffer.from([4])
+
+/** The attachment frame's header for a chunk of `length` bytes, and Engine.IO 3's type byte (4, message) ahead of the bytes. */
+function attachmentPrefix (length: number, eio3: boolean): Buffer {
+  const header = frameHeader(BINARY_OPCODE, length + (eio3 ? 1 : 0))
+  return eio3 ? Buffer.concat([header, EIO3_MESSAGE]) : header
+}
 
 /**
  * The header of an unmasked, final WebSocket frame of `length` bytes, as a
