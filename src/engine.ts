@@ -316,7 +316,7 @@ export function tapStreamChunks (socket: PeerSocket, deliver: (event: StreamEven
   const raw = ws._socket
   const receiver = ws._receiver
   if (raw === undefined || receiver === undefined) return
-  if (ws._extensions !== undefined && Object.keys(ws._extensions).length > 0) return
+  if (hasExtensions(ws)) return
   const listeners = raw.listeners('data') as Array<(data: Buffer) => void>
   // anything but `ws`'s one listener is not what this was written for
   if (listeners.length !== 1) return
@@ -363,9 +363,15 @@ export function rawSocketOf (socket: PeerSocket): Socket | undefined {
   if (transport.writable !== true || (conn.writeBuffer?.length ?? 0) > 0) return undefined
   const ws = transport.socket
   if (transport.name !== 'websocket' || ws === undefined || ws.readyState !== 1) return undefined
-  if (ws._extensions !== undefined && Object.keys(ws._extensions).length > 0) return undefined
+  if (hasExtensions(ws)) return undefined
   const raw = ws._socket
   return raw !== undefined && raw.writable ? raw : undefined
+}
+
+/** Whether the WebSocket negotiated an extension (permessage-deflate): looked at for every chunk, so without a list of keys. */
+function hasExtensions (ws: RawWebSocket): boolean {
+  for (const name in ws._extensions) if (Object.hasOwn(ws._extensions, name)) return true
+  return false
 }
 
 /** Whether the connection is an open websocket (one `rawSocketOf` turns down only while Engine.IO is writing to it). */

@@ -129,7 +129,17 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
   const dialsSuccess = new Counter({ name: 'rendezvous_dials_total_success', help: 'dials the listener accepted since the server started', registers })
   const dialsFailure = new Counter({ name: 'rendezvous_dials_total_failure', help: 'dials refused, timed out or abandoned since the server started', registers })
 
-  const relayedBytes = new Counter({ name: 'rendezvous_relayed_bytes_total', help: 'bytes delivered through relayed streams', registers })
+  // counted per chunk in a number, and added to the counter (which the registry keeps) when it is read
+  let unreportedRelayedBytes = 0
+  new Counter({
+    name: 'rendezvous_relayed_bytes_total',
+    help: 'bytes delivered through relayed streams',
+    registers,
+    collect () {
+      this.inc(unreportedRelayedBytes)
+      unreportedRelayedBytes = 0
+    }
+  })
   const announcements = new Counter({ name: 'rendezvous_discovery_announcements_total', help: 'ws-peer messages delivered to peers (rate() gives announcements per second)', registers })
   const dropped = new Counter({ name: 'rendezvous_discovery_announcements_dropped_total', help: 'ws-peer messages skipped because the peer was not reading', registers })
   const joinDuration = new Histogram({ name: 'rendezvous_join_duration_seconds', help: 'time from an ss-join to its answer, by result (challenge: a nonce was sent) and transport', labelNames: ['result', 'transport'], buckets: DURATION_BUCKETS, registers })
@@ -158,7 +168,7 @@ export function createMetrics (enabled: boolean, gauges: Gauges): Metrics {
       else dialsFailure.inc()
       dialDuration.observe({ result: success ? 'success' : 'failure' }, secondsSince(startedAt))
     },
-    relayed: (bytes) => { relayedBytes.inc(bytes) },
+    relayed: (bytes) => { unreportedRelayedBytes += bytes },
     announced: (deliveries, skipped) => {
       announcements.inc(deliveries)
       if (skipped > 0) dropped.inc(skipped)

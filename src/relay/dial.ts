@@ -70,8 +70,12 @@ export class Stream implements Hold {
   pendingBytes = 0
   /** The sender's end, delivered after `pending`. */
   ending: End | undefined
+  /** The event its chunks reach the receiver under. */
+  readonly queueEvent: StreamEventName
 
-  constructor (readonly name: string, readonly dial: Dial, readonly sender: Party, readonly receiver: Party) {}
+  constructor (readonly name: string, readonly dial: Dial, readonly sender: Party, readonly receiver: Party) {
+    this.queueEvent = streamEvent('queue', name)
+  }
 
   get queued (): number {
     return this.accepted ? this.receiver.endpoint.backlog : this.pendingBytes
@@ -244,7 +248,7 @@ export class Dial {
   }
 
   private deliver (stream: Stream, chunk: Chunk): void {
-    stream.receiver.endpoint.write(streamEvent('queue', stream.name), chunk)
+    stream.receiver.endpoint.write(stream.queueEvent, chunk)
     stream.sender.relayed += chunk.length
     stream.receiver.relayed += chunk.length
     this.context.delivered(chunk.length)
