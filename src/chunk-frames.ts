@@ -102,6 +102,12 @@ export interface ChunkFramesOptions {
   maxPayload: number
   /** Bytes of a frame `ws` has begun and not yet received, which go to it first. */
   owed?: number
+  /**
+   * `ws`'s bound on the reads it holds at once (0: none). Past it, what is
+   * held goes to `ws`, which then refuses the connection as it would have:
+   * a frame sent a byte at a time costs an object per byte, here as there.
+   */
+  maxHeldReads?: number
 }
 
 /**
@@ -128,6 +134,7 @@ export class ChunkFrames {
   private lastEvent: StreamEventName | undefined
   private readonly eio3: boolean
   private readonly maxPayload: number
+  private readonly maxHeldReads: number
   /** The mask of the frame being read. */
   private readonly mask = Buffer.alloc(4)
 
@@ -135,6 +142,7 @@ export class ChunkFrames {
     this.eio3 = options.eio3
     this.maxPayload = options.maxPayload
     this.passing = options.owed ?? 0
+    this.maxHeldReads = options.maxHeldReads ?? 0
   }
 
   /** Bytes read from the connection. */
@@ -155,6 +163,11 @@ export class ChunkFrames {
     }
     this.parts.push(data)
     this.held += data.length
+    if (this.maxHeldReads > 0 && this.parts.length >= this.maxHeldReads) {
+      this.over = true
+      this.passHeld(this.held)
+      return
+    }
     while (this.next());
   }
 

@@ -64,6 +64,8 @@ interface RawReceiver {
   _payloadLength: number
   _bufferedBytes: number
   _maxPayload: number
+  /** ws 8.21: the reads it holds at once at most (0: no bound). */
+  _maxBufferedChunks?: number
   _writableState: { length: number }
 }
 
@@ -331,7 +333,7 @@ export function tapStreamChunks (socket: PeerSocket, deliver: (event: StreamEven
       process.nextTick(deliver, event, chunk)
     },
     open: () => conn.readyState === 'open' && socket.connected
-  }, { eio3: conn.protocol === 3, maxPayload: receiver._maxPayload, owed })
+  }, { eio3: conn.protocol === 3, maxPayload: receiver._maxPayload, maxHeldReads: receiver._maxBufferedChunks ?? 0, owed })
   raw.removeListener('data', original)
   raw.on('data', (data: Buffer) => { frames.push(data) })
 }

@@ -12,34 +12,17 @@ import { describe, it } from 'node:test'
 import * as ws from 'ws'
 import { ChunkFrames, type ChunkFramesOptions } from '../src/chunk-frames.js'
 import { wholeChunk, type StreamEventName } from '../src/protocol.js'
+import { chunkHeader, clientFrame, eio3ChunkFrames, type FrameOptions } from './helpers/client-frames.js'
+
+/** `ws`'s parser of incoming frames, which @types/ws leaves out. */
+const { Receiver } = ws as unknown as { Receiver: new (options: object) => NodeJS.WritableStream & NodeJS.EventEmitter }
 
 const EVENT = 'socket.io-pull-stream.queue.d1.listener' as StreamEventName
-const HEADER = `451-["${EVENT}",{"_placeholder":true,"num":0}]`
+const HEADER = chunkHeader(EVENT)
 
-/** One frame as a client writes it: masked with a random key, unless told otherwise. */
-function frame (opcode: number, payload: Buffer | string, { fin = true, masked = true, rsv = 0 } = {}): Buffer {
-  const data = Buffer.from(payload)
-  const length = data.length
-  const head = [0x00 | (fin ? 0x80 : 0) | rsv | opcode]
-  const maskBit = masked ? 0x80 : 0
-  if (length < 126) head.push(maskBit | length)
-  else if (length < 0x10000) head.push(maskBit | 126, length >> 8, length & 0xff)
-  else {
-    const size = Buffer.alloc(8)
-    size.writeBigUInt64BE(BigInt(length))
-    head.push(maskBit | 127, ...size)
-  }
-  if (!masked) return Buffer.concat([Buffer.from(head), data])
-  const mask = randomBytes(4)
-  const body = Buffer.from(data)
-  for (let i = 0; i < body.length; i++) body[i] ^= mask[i & 3]
-  return Buffer.concat([Buffer.from(head), mask, body])
-}
-
-const text = (payload: string, options?: { fin?: boolean, masked?: boolean, rsv?: number }): Buffer => frame(0x01, payload, options)
-const binary = (payload: Buffer, options?: { fin?: boolean }): Buffer => frame(0x02, payload, options)
-/** A relayed chunk as socket.io-client 2.x writes it: the header, then the bytes behind Engine.IO 3's type byte. */
-const eio3Chunk = (bytes: Buffer, header = HEADER): Buffer[] => [text(header), binary(Buffer.concat([Buffer.from([4]), bytes]))]
+const text = (payload: string, options?: FrameOptions): Buffer => clientFrame(0x01, payload, options)
+const binary = (payload: Buffer, options?: FrameOptions): Buffer => clientFrame(0x02, payload, options)
+const eio3Chunk = (bytes: Buffer, event: string = EVENT): Buffer[] => eio3ChunkFrames(event, bytes)
 /** Another stream's event, whose header has the same length. */
 const OTHER = 'socket.io-pull-stream.queue.d2.listener' as StreamEventName
 
@@ -81,7 +64,7 @@ function readings (length: number): number[][] {
 
 /** What `ws`'s own parser makes of bytes: its messages, as [text or binary, content], and the error it closes with. */
 async function parse (bytes: Buffer, maxPayload = 0): Promise<{ messages: Array<[string, string]>, error?: string }> {
-  const receiver = new (ws as unknown as { Receiver: new (options: object) => NodeJS.WritableStream & NodeJS.EventEmitter }).Receiver({ isServer: true, maxPayload })
+  const receiver = new Receiver({ isServer: true, maxPayload })
   const messages: Array<[string, string]> = []
   let error: string | undefined
   receiver.on('message', (data: Buffer, isBinary: boolean) => { messages.push([isBinary ? 'binary' : 'text', isBinary ? data.toString('hex') : data.toString()]) })
@@ -99,9 +82,9 @@ describe('ChunkFrames', () => {
   it('takes each relayed chunk out whole and unmasked, and passes every other frame as it came, however the bytes are cut', async () => {
     const one = randomBytes(300)
     const two = randomBytes(5)
-    const others = [text('2'), text('42["ss-join","/ip4/1.2.3.4"]'), frame(0x09, 'hi'), text('42["a",'.padEnd(200, 'x') + '"]')]
+    const others = [text('2'), text('42["ss-join","/ip4/1.2.3.4"]'), clientFrame(0x09, 'hi'), text('42["a",'.padEnd(200, 'x') + '"]')]
     const three = randomBytes(1)
-    const input = Buffer.concat([others[0], ...eio3Chunk(one), others[1], others[2], ...eio3Chunk(two), ...eio3Chunk(three, HEADER.replace(EVENT, OTHER)), others[3]])
+    const input = Buffer.concat([others[0], ...eio3Chunk(one), others[1], others[2], ...eio3Chunk(two), ...eio3Chunk(three, OTHER), others[3]])
     for (const cuts of readings(input.length)) {
       const seen = feed(input, cuts)
       assert.deepEqual(seen.chunks, [[EVENT, one], [EVENT, two], [OTHER, three]], `cut at ${cuts.join(',')}`)
@@ -131,7 +114,7 @@ describe('ChunkFrames', () => {
   it('passes a header not followed by its attachment, and then the frame that followed, as they came', () => {
     const cases = [
       [text(HEADER), text('42["x"]')],
-      [text(HEADER), binary(Buffer.from([4, 1, 2]), { fin: false }), frame(0x00, Buffer.from([3]))],
+      [text(HEADER), binary(Buffer.from([4, 1, 2]), { fin: false }), clientFrame(0x00, Buffer.from([3]))],
       [text(HEADER), binary(Buffer.from([3, 1, 2]))], // not Engine.IO 3's message type
       [text(HEADER), text(HEADER), binary(Buffer.from([4, 9]))]
     ]
@@ -153,7 +136,7 @@ describe('ChunkFrames', () => {
 
   it('leaves fragmented messages, headers it does not read and escaped names to ws', () => {
     const cases = [
-      [text('451-["socket.io-pull-stream.queue.d1', { fin: false }), frame(0x00, '.listener",{"_placeholder":true,"num":0}]'), binary(Buffer.from([4, 1]))],
+      [text('451-["socket.io-pull-stream.queue.d1', { fin: false }), clientFrame(0x00, '.listener",{"_placeholder":true,"num":0}]'), binary(Buffer.from([4, 1]))],
       [text(HEADER.replace('.d1.', '\\u002ed1.')), binary(Buffer.from([4, 1]))],
       [text(HEADER.replace('451-', '451-/other,')), binary(Buffer.from([4, 1]))],
       [text(HEADER.replace('451-', '4511-')), binary(Buffer.from([4, 1]))],
@@ -169,7 +152,7 @@ describe('ChunkFrames', () => {
 
   it('passes everything after a close frame, or after a frame ws refuses, for ws to deal with', async () => {
     const after = eio3Chunk(Buffer.from('late'))
-    for (const first of [frame(0x08, Buffer.from([0x03, 0xe8])), text('2', { masked: false }), frame(0x03, 'x'), text('2', { rsv: 0x20 })]) {
+    for (const first of [clientFrame(0x08, Buffer.from([0x03, 0xe8])), text('2', { masked: false }), clientFrame(0x03, 'x'), text('2', { rsv: 0x20 })]) {
       const input = Buffer.concat([first, ...after])
       const seen = feed(input, [1, 4])
       assert.deepEqual(seen.chunks, [])
@@ -185,6 +168,26 @@ describe('ChunkFrames', () => {
     assert.deepEqual(seen.passed, input)
     assert.equal((await parse(input, 1000)).error, 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH')
     assert.equal(feed(input, [7], { maxPayload: 2001 }).chunks.length, 1)
+  })
+
+  it('passes what it holds once it holds as many reads as ws would, for ws to refuse', async () => {
+    const input = Buffer.concat(eio3Chunk(randomBytes(100)))
+    const cuts = Array.from({ length: 20 }, (_, i) => 90 + i)
+    const seen = feed(input, cuts, { maxHeldReads: 8 })
+    assert.deepEqual(seen.chunks, [])
+    assert.deepEqual(seen.passed, input)
+    assert.equal(feed(input, cuts, { maxHeldReads: 30 }).chunks.length, 1)
+    // ws, fed the same reads, refuses them past its bound
+    const receiver = new Receiver({ isServer: true, maxBufferedChunks: 8 })
+    let error: string | undefined
+    receiver.on('error', (err: Error & { code?: string }) => { error = err.code })
+    let at = 0
+    for (const cut of [...cuts, input.length]) {
+      receiver.write(Buffer.from(input.subarray(at, cut)))
+      at = cut
+    }
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.equal(error, 'WS_ERR_TOO_MANY_BUFFERED_PARTS')
   })
 
   it('passes chunks while the connection is not open', () => {
