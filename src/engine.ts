@@ -12,8 +12,10 @@
  *   connection's next data request (HTTP POST) is held until resume. The
  *   client sends one POST at a time, so holding it stops the sender exactly
  *   as a closed TCP window would.
- * - The raw TCP socket under a websocket, for the fan-out's frames
- *   (`rawSocketOf`, `encodeTextFrames`).
+ * - The raw TCP socket under a websocket, for the fan-out's frames and the
+ *   relay's chunks (`rawSocketOf`, `encodeTextFrames`).
+ * - The chunk tap (`tapStreamChunks`): a relaying peer's chunks taken out of
+ *   its TCP stream ahead of `ws`'s own parser (chunk-frames.ts splits it).
  * - Closing connections at the transport level (`terminate`, `closeTransports`)
  *   and the engine's own connection list and events (`engineConnections`,
  *   `onEngineConnection`).
