@@ -147,6 +147,8 @@ export class ChunkFrames {
 
   /** Bytes read from the connection. */
   push (data: Buffer): void {
+    // every part held has a byte at least: the pieces a chunk is taken in are never empty
+    if (data.length === 0) return
     if (this.over) {
       this.handlers.pass(data)
       return
