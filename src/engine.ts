@@ -301,7 +301,7 @@ function bytesOwed (receiver: RawReceiver): number | undefined {
 /**
  * Takes a websocket peer's relayed chunks out of its TCP stream before `ws`,
  * Engine.IO and Socket.IO decode them (chunk-frames.ts), and hands them to
- * `deliver` as Socket.IO would have: the event's name and the chunk, on the
+ * `deliver` as Socket.IO would have: its connection, the event's name and the chunk, on the
  * next tick (Socket.IO delivers every event on the next tick, so the order
  * among a connection's stream events stays as it was). Every other byte goes
  * on to `ws` unchanged and in order.
@@ -311,7 +311,7 @@ function bytesOwed (receiver: RawReceiver): number | undefined {
  * connection, when it has upgraded), and only where `ws`'s parser stands at a
  * frame's edge or in its payload. It ends with the TCP socket.
  */
-export function tapStreamChunks (socket: PeerSocket, deliver: (event: StreamEventName, chunk: Chunk) => void): void {
+export function tapStreamChunks (socket: PeerSocket, deliver: (socket: PeerSocket, event: StreamEventName, chunk: Chunk) => void): void {
   if (tapped.has(socket)) return
   const conn = engineOf(socket)
   const { transport } = conn
@@ -332,7 +332,7 @@ export function tapStreamChunks (socket: PeerSocket, deliver: (event: StreamEven
     pass: (bytes) => { original.call(raw, bytes) },
     chunk: (event, chunk) => {
       heard(conn)
-      process.nextTick(deliver, event, chunk)
+      process.nextTick(deliver, socket, event, chunk)
     },
     open: () => conn.readyState === 'open' && socket.connected
   }, { eio3: conn.protocol === 3, maxPayload: receiver._maxPayload, maxHeldReads: receiver._maxBufferedChunks ?? 0, owed })

@@ -12,7 +12,7 @@ import type { Joins } from './join.js'
 import type { Limits } from './limits.js'
 import { tapStreamChunks } from './engine.js'
 import { logError } from './log.js'
-import { ERRORS, EVENTS, STREAM_EVENT_PREFIX, isRejected, parseDial, parseHandshake, parseJoin, parseLeave, starOf, type Ack, type PeerSocket, type SocketServer } from './protocol.js'
+import { ERRORS, EVENTS, STREAM_EVENT_PREFIX, isRejected, parseDial, parseHandshake, parseJoin, parseLeave, starOf, type Ack, type Chunk, type PeerSocket, type SocketServer, type StreamEventName } from './protocol.js'
 import type { Metrics } from './metrics.js'
 import type { Relay } from './relay/index.js'
 import type { Signalling } from './signalling.js'
@@ -114,53 +114,56 @@ function failed (socket: PeerSocket, event: string, ack: unknown, err: unknown, 
   }
 }
 
+/** A connection's event listener: Socket.IO calls it with the connection as `this`. */
+type Listener = (this: PeerSocket, ...args: unknown[]) => void
+
 /**
  * Wraps a handler so that an exception, thrown or rejected, is logged with
  * the connection id, counted, and answered on the event's ack, if it has one.
  */
-function guarded (socket: PeerSocket, event: string, metrics: Handlers['metrics'], handler: (args: unknown[]) => void | Promise<void>) {
-  return (...args: unknown[]): void => {
+function guarded (event: string, metrics: Handlers['metrics'], handler: (socket: PeerSocket, args: unknown[]) => void | Promise<void>): Listener {
+  return function (this: PeerSocket, ...args: unknown[]): void {
     try {
-      const done = handler(args)
-      if (done !== undefined) done.catch((err: unknown) => { failed(socket, event, args[args.length - 1], err, metrics) })
+      const done = handler(this, args)
+      if (done !== undefined) done.catch((err: unknown) => { failed(this, event, args[args.length - 1], err, metrics) })
     } catch (err) {
-      failed(socket, event, args[args.length - 1], err, metrics)
+      failed(this, event, args[args.length - 1], err, metrics)
     }
   }
 }
 
-/** Hands every event of one connection, checked, to its owner. */
-function wireSocket (socket: PeerSocket, { joins, relay, signalling, limits, metrics, addresses }: Handlers): void {
-  log('[%s] connected over %s from %s', socket.id, socket.conn.transport.name, addresses.ofSocket(socket))
-  limits.opened(socket)
-  const webrtcStarOnly = onWebrtcStarPath.has(socket.request)
-
-  socket.on(EVENTS.JOIN, guarded(socket, EVENTS.JOIN, metrics, async (args) => {
+/**
+ * The listeners every connection is given, made once: Socket.IO calls each
+ * with its connection as `this`, so that a connection holds no closures of
+ * its own (what an idle peer costs is mostly per-connection objects).
+ */
+function listenersOf ({ joins, relay, signalling, limits, metrics }: Handlers): Record<'join' | 'leave' | 'dial' | 'handshake' | 'any' | 'disconnect', Listener> {
+  const join = guarded(EVENTS.JOIN, metrics, async (socket, args) => {
     const request = parseJoin(args)
     if (isRejected(request)) return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.INVALID_REQUEST)
-    if (webrtcStarOnly && request.star !== 'webrtc-star') return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.INVALID_MULTIADDR)
+    if (request.star !== 'webrtc-star' && onWebrtcStarPath.has(socket.request)) return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.INVALID_MULTIADDR)
     if (!limits.allowJoin(socket)) return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.RATE_LIMITED)
     await joins.join(socket, request)
-  }))
+  })
 
-  socket.on(EVENTS.LEAVE, guarded(socket, EVENTS.LEAVE, metrics, (args) => {
+  const leave = guarded(EVENTS.LEAVE, metrics, (socket, args) => {
     // webrtc-star's older clients leave without saying which address
     if (args.length === 0 && signalling !== undefined) { joins.leaveStar(socket, 'webrtc-star'); return }
     const address = parseLeave(args)
     if (address === undefined) return refuse(socket, EVENTS.LEAVE, undefined, ERRORS.INVALID_REQUEST)
     joins.leave(socket, address)
-  }))
+  })
 
-  socket.on(EVENTS.DIAL, guarded(socket, EVENTS.DIAL, metrics, async (args) => {
+  const dial = guarded(EVENTS.DIAL, metrics, async (socket, args) => {
     const request = parseDial(args)
     if (isRejected(request)) return refuse(socket, EVENTS.DIAL, request.ack, ERRORS.INVALID_REQUEST)
     if (!limits.allowDial(socket)) return refuse(socket, EVENTS.DIAL, request.ack, ERRORS.RATE_LIMITED)
     // a webrtc-star peer has no relayed streams: it is dialed over WebRTC
     if (starOf(request.to) === 'webrtc-star') return refuse(socket, EVENTS.DIAL, request.ack, ERRORS.PEER_NOT_FOUND)
     await relay.dial(socket, request)
-  }))
+  })
 
-  socket.on(EVENTS.HANDSHAKE, guarded(socket, EVENTS.HANDSHAKE, metrics, async (args) => {
+  const handshake = guarded(EVENTS.HANDSHAKE, metrics, async (socket, args) => {
     if (signalling === undefined) return refuse(socket, EVENTS.HANDSHAKE, undefined, ERRORS.WEBRTC_STAR_OFF)
     const offer = parseHandshake(args)
     if (offer === undefined) {
@@ -169,36 +172,54 @@ function wireSocket (socket: PeerSocket, { joins, relay, signalling, limits, met
     }
     if (!limits.allowSignal(socket)) { signalling.refuse(socket, offer, ERRORS.RATE_LIMITED); return }
     await signalling.handshake(socket, offer)
-  }))
+  })
 
-  // one listener for every relayed stream of this connection: the relay
+  // one listener for every relayed stream of a connection: the relay
   // finds the stream by name, so nothing here grows with the number of dials
-  const onStreamEvent = (event: unknown, ...args: unknown[]): void => {
+  const streamEvent = (socket: PeerSocket, event: unknown, args: unknown[]): void => {
     if (typeof event !== 'string' || !event.startsWith(STREAM_EVENT_PREFIX)) return
     // a connection that relays: its chunks skip Engine.IO's and Socket.IO's decoding from now on
-    tapStreamChunks(socket, onStreamEvent)
+    tapStreamChunks(socket, tapped)
     try {
       relay.onStreamEvent(socket, event, args)
     } catch (err) {
       failed(socket, event, undefined, err, metrics)
     }
   }
-  socket.onAny(onStreamEvent)
+  const tapped = (socket: PeerSocket, event: StreamEventName, chunk: Chunk): void => { streamEvent(socket, event, [chunk]) }
 
-  socket.on('disconnect', (reason) => {
-    log('[%s] disconnected: %s', socket.id, reason)
-    try {
-      relay.connectionClosed(socket)
-      joins.disconnect(socket)
-      limits.closed(socket)
-    } catch (err) {
-      logError('[%s] cleanup after disconnect failed: %O', socket.id, err)
+  return {
+    join,
+    leave,
+    dial,
+    handshake,
+    any (event, ...args) { streamEvent(this, event, args) },
+    disconnect (reason) {
+      log('[%s] disconnected: %s', this.id, reason)
+      try {
+        relay.connectionClosed(this)
+        joins.disconnect(this)
+        limits.closed(this)
+      } catch (err) {
+        logError('[%s] cleanup after disconnect failed: %O', this.id, err)
+      }
     }
-  })
+  }
 }
 
 export function wireSockets (io: SocketServer, handlers: Handlers): void {
-  io.on('connection', (socket) => { wireSocket(socket, handlers) })
+  const listeners = listenersOf(handlers)
+  const { limits, addresses } = handlers
+  io.on('connection', (socket) => {
+    log('[%s] connected over %s from %s', socket.id, socket.conn.transport.name, addresses.ofSocket(socket))
+    limits.opened(socket)
+    socket.on(EVENTS.JOIN, listeners.join)
+    socket.on(EVENTS.LEAVE, listeners.leave)
+    socket.on(EVENTS.DIAL, listeners.dial)
+    socket.on(EVENTS.HANDSHAKE, listeners.handshake)
+    socket.onAny(listeners.any)
+    socket.on('disconnect', listeners.disconnect)
+  })
 }
 
 /** Event listeners on all sockets together: flat however many dials run (for leak checks). */
