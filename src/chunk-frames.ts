@@ -27,11 +27,8 @@ const MAX_CHUNK_HEADER_BYTES = 2 * MAX_DIAL_ID_LENGTH + 64
 /** Engine.IO 3's type byte of a binary message: 4 (message). */
 const EIO3_MESSAGE_TYPE = 4
 
-const TEXT = 0x01
-const BINARY = 0x02
-const CONTINUATION = 0x00
-const PING = 0x09
-const PONG = 0x0a
+/** The opcodes of RFC 6455, 5.2, for every part of the server that reads or writes frames. */
+export const OPCODE = { CONTINUATION: 0x00, TEXT: 0x01, BINARY: 0x02, CLOSE: 0x08, PING: 0x09, PONG: 0x0a } as const
 
 /**
  * The stream event a chunk's header message names, if it is written exactly
@@ -242,12 +239,12 @@ export class ChunkFrames {
   }
 
   private isChunkHeader (frame: FrameInfo): boolean {
-    return !this.fragmented && frame.fin && frame.plain && frame.masked && frame.opcode === TEXT &&
+    return !this.fragmented && frame.fin && frame.plain && frame.masked && frame.opcode === OPCODE.TEXT &&
       frame.payloadLength <= MAX_CHUNK_HEADER_BYTES
   }
 
   private isAttachment (frame: FrameInfo): boolean {
-    return frame.fin && frame.plain && frame.masked && frame.opcode === BINARY &&
+    return frame.fin && frame.plain && frame.masked && frame.opcode === OPCODE.BINARY &&
       frame.payloadLength >= (this.eio3 ? 1 : 0) &&
       (this.maxPayload === 0 || frame.payloadLength <= this.maxPayload)
   }
@@ -264,9 +261,9 @@ export class ChunkFrames {
   private passFrame (frame: FrameInfo, total: number): void {
     const { opcode } = frame
     if (!frame.plain || !frame.masked || (this.maxPayload > 0 && frame.payloadLength > this.maxPayload)) this.over = true
-    else if (opcode === TEXT || opcode === BINARY) this.fragmented = !frame.fin
-    else if (opcode === CONTINUATION) { if (frame.fin) this.fragmented = false }
-    else if (opcode !== PING && opcode !== PONG) this.over = true // a close (0x08), or an opcode `ws` refuses
+    else if (opcode === OPCODE.TEXT || opcode === OPCODE.BINARY) this.fragmented = !frame.fin
+    else if (opcode === OPCODE.CONTINUATION) { if (frame.fin) this.fragmented = false }
+    else if (opcode !== OPCODE.PING && opcode !== OPCODE.PONG) this.over = true // a close, or an opcode `ws` refuses
     if (this.over || this.held < total) {
       if (!this.over) this.passing = total - this.held
       this.passHeld(this.held)

@@ -31,7 +31,7 @@ import type { Worker } from 'node:cluster'
 import { Socket } from 'node:net'
 import * as ws from 'ws'
 import type { ClientAddresses } from './client-addresses.js'
-import { ChunkFrames } from './chunk-frames.js'
+import { ChunkFrames, OPCODE } from './chunk-frames.js'
 import { HEARTBEAT_HOLD_MS } from './constants.js'
 import { ChunkParts, wholeChunk, type Chunk, type PeerSocket, type SocketServer, type StreamEventName } from './protocol.js'
 
@@ -282,7 +282,6 @@ const tapped = new WeakSet<PeerSocket>()
 /** `ws`'s parser states (lib/receiver.js): between frames, and reading a payload. */
 const RECEIVER_GET_INFO = 0
 const RECEIVER_GET_DATA = 4
-const CLOSE_OPCODE = 0x08
 
 /**
  * How many bytes of a frame begun `ws`'s parser still wants, if it stands
@@ -292,7 +291,7 @@ const CLOSE_OPCODE = 0x08
  * next stream event tries again).
  */
 function bytesOwed (receiver: RawReceiver): number | undefined {
-  if (receiver._loop || receiver._fragmented !== 0 || receiver._opcode === CLOSE_OPCODE || receiver._writableState.length > 0) return undefined
+  if (receiver._loop || receiver._fragmented !== 0 || receiver._opcode === OPCODE.CLOSE || receiver._writableState.length > 0) return undefined
   if (receiver._state === RECEIVER_GET_INFO) return receiver._bufferedBytes === 0 ? 0 : undefined
   if (receiver._state === RECEIVER_GET_DATA) return receiver._payloadLength - receiver._bufferedBytes
   return undefined
@@ -397,14 +396,13 @@ export interface Frames {
 interface FrameOptions { fin: boolean, opcode: number, mask: boolean, readOnly: boolean, rsv1: boolean }
 /** `ws`'s frame encoder, which @types/ws leaves out: it returns the header, then the data. */
 const { Sender } = ws as unknown as { Sender: { frame: (data: Buffer, options: FrameOptions) => Buffer[] } }
-const TEXT_FRAME: FrameOptions = { fin: true, opcode: 0x01, mask: false, readOnly: false, rsv1: false }
+const TEXT_FRAME: FrameOptions = { fin: true, opcode: OPCODE.TEXT, mask: false, readOnly: false, rsv1: false }
 
-const BINARY_OPCODE = 0x02
 const EIO3_MESSAGE = Buffer.from([4])
 
 /** The attachment frame's header for a chunk of `length` bytes, and Engine.IO 3's type byte (4, message) ahead of the bytes. */
 function attachmentPrefix (length: number, eio3: boolean): Buffer {
-  const header = frameHeader(BINARY_OPCODE, length + (eio3 ? 1 : 0))
+  const header = frameHeader(OPCODE.BINARY, length + (eio3 ? 1 : 0))
   return eio3 ? Buffer.concat([header, EIO3_MESSAGE]) : header
 }
 

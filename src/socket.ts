@@ -179,14 +179,15 @@ function listenersOf ({ joins, relay, signalling, limits, metrics }: Handlers): 
   const streamEvent = (socket: PeerSocket, event: unknown, args: unknown[]): void => {
     if (typeof event !== 'string' || !event.startsWith(STREAM_EVENT_PREFIX)) return
     // a connection that relays: its chunks skip Engine.IO's and Socket.IO's decoding from now on
-    tapStreamChunks(socket, tapped)
+    tapStreamChunks(socket, deliverTapped)
     try {
       relay.onStreamEvent(socket, event, args)
     } catch (err) {
       failed(socket, event, undefined, err, metrics)
     }
   }
-  const tapped = (socket: PeerSocket, event: StreamEventName, chunk: Chunk): void => { streamEvent(socket, event, [chunk]) }
+  // a chunk the tap took, handed on as Socket.IO would have delivered it
+  const deliverTapped = (socket: PeerSocket, event: StreamEventName, chunk: Chunk): void => { streamEvent(socket, event, [chunk]) }
 
   return {
     join,

@@ -10,9 +10,9 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
 import * as ws from 'ws'
-import { ChunkFrames, type ChunkFramesOptions } from '../src/chunk-frames.js'
+import { ChunkFrames, OPCODE, type ChunkFramesOptions } from '../src/chunk-frames.js'
 import { wholeChunk, type StreamEventName } from '../src/protocol.js'
-import { chunkHeader, clientFrame, eio3ChunkFrames, type FrameOptions } from './helpers/client-frames.js'
+import { chunkHeader, chunkFrames, clientFrame, type FrameOptions } from './helpers/client-frames.js'
 
 /** `ws`'s parser of incoming frames, which @types/ws leaves out. */
 const { Receiver } = ws as unknown as { Receiver: new (options: object) => NodeJS.WritableStream & NodeJS.EventEmitter }
@@ -20,9 +20,9 @@ const { Receiver } = ws as unknown as { Receiver: new (options: object) => NodeJ
 const EVENT = 'socket.io-pull-stream.queue.d1.listener' as StreamEventName
 const HEADER = chunkHeader(EVENT)
 
-const text = (payload: string, options?: FrameOptions): Buffer => clientFrame(0x01, payload, options)
-const binary = (payload: Buffer, options?: FrameOptions): Buffer => clientFrame(0x02, payload, options)
-const eio3Chunk = (bytes: Buffer, event: string = EVENT): Buffer[] => eio3ChunkFrames(event, bytes)
+const text = (payload: string, options?: FrameOptions): Buffer => clientFrame(OPCODE.TEXT, payload, options)
+const binary = (payload: Buffer, options?: FrameOptions): Buffer => clientFrame(OPCODE.BINARY, payload, options)
+const eio3Chunk = (bytes: Buffer, event: string = EVENT): Buffer[] => chunkFrames(event, bytes)
 /** Another stream's event, whose header has the same length. */
 const OTHER = 'socket.io-pull-stream.queue.d2.listener' as StreamEventName
 
@@ -82,7 +82,7 @@ describe('ChunkFrames', () => {
   it('takes each relayed chunk out whole and unmasked, and passes every other frame as it came, however the bytes are cut', async () => {
     const one = randomBytes(300)
     const two = randomBytes(5)
-    const others = [text('2'), text('42["ss-join","/ip4/1.2.3.4"]'), clientFrame(0x09, 'hi'), text('42["a",'.padEnd(200, 'x') + '"]')]
+    const others = [text('2'), text('42["ss-join","/ip4/1.2.3.4"]'), clientFrame(OPCODE.PING, 'hi'), text('42["a",'.padEnd(200, 'x') + '"]')]
     const three = randomBytes(1)
     const input = Buffer.concat([others[0], ...eio3Chunk(one), others[1], others[2], ...eio3Chunk(two), ...eio3Chunk(three, OTHER), others[3]])
     for (const cuts of readings(input.length)) {
@@ -114,7 +114,7 @@ describe('ChunkFrames', () => {
   it('passes a header not followed by its attachment, and then the frame that followed, as they came', () => {
     const cases = [
       [text(HEADER), text('42["x"]')],
-      [text(HEADER), binary(Buffer.from([4, 1, 2]), { fin: false }), clientFrame(0x00, Buffer.from([3]))],
+      [text(HEADER), binary(Buffer.from([4, 1, 2]), { fin: false }), clientFrame(OPCODE.CONTINUATION, Buffer.from([3]))],
       [text(HEADER), binary(Buffer.from([3, 1, 2]))], // not Engine.IO 3's message type
       [text(HEADER), text(HEADER), binary(Buffer.from([4, 9]))]
     ]
@@ -136,7 +136,7 @@ describe('ChunkFrames', () => {
 
   it('leaves fragmented messages, headers it does not read and escaped names to ws', () => {
     const cases = [
-      [text('451-["socket.io-pull-stream.queue.d1', { fin: false }), clientFrame(0x00, '.listener",{"_placeholder":true,"num":0}]'), binary(Buffer.from([4, 1]))],
+      [text('451-["socket.io-pull-stream.queue.d1', { fin: false }), clientFrame(OPCODE.CONTINUATION, '.listener",{"_placeholder":true,"num":0}]'), binary(Buffer.from([4, 1]))],
       [text(HEADER.replace('.d1.', '\\u002ed1.')), binary(Buffer.from([4, 1]))],
       [text(HEADER.replace('451-', '451-/other,')), binary(Buffer.from([4, 1]))],
       [text(HEADER.replace('451-', '4511-')), binary(Buffer.from([4, 1]))],
@@ -152,7 +152,7 @@ describe('ChunkFrames', () => {
 
   it('passes everything after a close frame, or after a frame ws refuses, for ws to deal with', async () => {
     const after = eio3Chunk(Buffer.from('late'))
-    for (const first of [clientFrame(0x08, Buffer.from([0x03, 0xe8])), text('2', { masked: false }), clientFrame(0x03, 'x'), text('2', { rsv: 0x20 })]) {
+    for (const first of [clientFrame(OPCODE.CLOSE, Buffer.from([0x03, 0xe8])), text('2', { masked: false }), clientFrame(0x03, 'x'), text('2', { rsv: 0x20 })]) {
       const input = Buffer.concat([first, ...after])
       const seen = feed(input, [1, 4])
       assert.deepEqual(seen.chunks, [])
@@ -199,7 +199,7 @@ describe('ChunkFrames', () => {
 
   it('reads Engine.IO 4 attachments, which have no type byte', () => {
     const bytes = randomBytes(100)
-    const seen = feed(Buffer.concat([text(HEADER), binary(bytes)]), [50], { eio3: false })
+    const seen = feed(Buffer.concat(chunkFrames(EVENT, bytes, false)), [50], { eio3: false })
     assert.deepEqual(seen.chunks, [[EVENT, bytes]])
     assert.equal(seen.passed.length, 0)
   })

@@ -15,7 +15,8 @@ import { randomBytes } from 'node:crypto'
 import type { Socket } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import type { Client, ClientVersion } from './helpers/clients.js'
-import { chunkHeader, clientFrame, eio3ChunkFrames } from './helpers/client-frames.js'
+import { OPCODE } from '../src/chunk-frames.js'
+import { chunkHeader, chunkFrames, clientFrame } from './helpers/client-frames.js'
 import { joinedPeer, type Peer } from './helpers/join.js'
 import { startServer } from './helpers/server.js'
 import { STREAM, makeChunks, relay, sha256 } from './helpers/streams.js'
@@ -46,7 +47,7 @@ function stopHeartbeat (client: Client): void {
  */
 function wireTailedAttachment (tail: Buffer, random: number, eio3: boolean): { frame: Buffer, chunk: Buffer } {
   const length = random + tail.length
-  const frame = clientFrame(0x02, Buffer.alloc(length))
+  const frame = clientFrame(OPCODE.BINARY, Buffer.alloc(length))
   const payloadAt = frame.length - length
   const mask = frame.subarray(payloadAt - 4, payloadAt)
   const wire = frame.subarray(payloadAt)
@@ -110,7 +111,7 @@ describe('relayed chunks taken before Socket.IO', () => {
       stopHeartbeat(a.client)
       const event = `${STREAM}queue.${r.forward}`
       const eio3 = version === 'v2'
-      const framesOf = (chunk: Buffer): Buffer[] => eio3 ? eio3ChunkFrames(event, chunk) : [clientFrame(0x01, chunkHeader(event)), clientFrame(0x02, chunk)]
+      const framesOf = (chunk: Buffer): Buffer[] => chunkFrames(event, chunk, eio3)
       const chunks = [...makeChunks(12, 3000)]
       // the second chunk's attachment ends in bytes that read, on the wire, as a whole chunk of
       // the same stream: what the tap takes over in is the rest of a frame ws began, and is ws's
@@ -118,12 +119,12 @@ describe('relayed chunks taken before Socket.IO', () => {
       const second = wireTailedAttachment(decoy, 1000, eio3)
       chunks[1] = second.chunk
       // one write: the first chunk, which has the connection tapped, and the second up to its decoy
-      const header2 = clientFrame(0x01, chunkHeader(event))
+      const header2 = clientFrame(OPCODE.TEXT, chunkHeader(event))
       const cut = second.frame.length - decoy.length
       raw.write(Buffer.concat([...framesOf(chunks[0]), header2, second.frame.subarray(0, cut)]))
       await until(() => r.atListener.received === chunks[0].length, 'the first chunk relayed')
       // the rest, with a ping after every chunk, in writes cut at random
-      const rest = Buffer.concat([second.frame.subarray(cut), ...chunks.slice(2).flatMap((chunk) => [...framesOf(chunk), clientFrame(0x09, 'ping')])])
+      const rest = Buffer.concat([second.frame.subarray(cut), ...chunks.slice(2).flatMap((chunk) => [...framesOf(chunk), clientFrame(OPCODE.PING, 'ping')])])
       for (let at = 0; at < rest.length;) {
         const next = Math.min(rest.length, at + 1 + Math.floor(Math.random() * 700))
         raw.write(rest.subarray(at, next))

@@ -4,6 +4,7 @@
  * themselves.
  */
 import { randomBytes } from 'node:crypto'
+import { OPCODE } from '../../src/chunk-frames.js'
 
 export interface FrameOptions {
   fin?: boolean
@@ -36,7 +37,10 @@ export function chunkHeader (event: string): string {
   return `451-["${event}",{"_placeholder":true,"num":0}]`
 }
 
-/** A relayed chunk as socket.io-client 2.x writes it: the header, then the bytes behind Engine.IO 3's type byte. */
-export function eio3ChunkFrames (event: string, bytes: Buffer): Buffer[] {
-  return [clientFrame(0x01, chunkHeader(event)), clientFrame(0x02, Buffer.concat([Buffer.from([4]), bytes]))]
+/**
+ * A relayed chunk as a client writes it: the header, then the bytes, behind
+ * Engine.IO 3's type byte for socket.io-client 2.x (`eio3`), as they are for 4.x.
+ */
+export function chunkFrames (event: string, bytes: Buffer, eio3 = true): Buffer[] {
+  return [clientFrame(OPCODE.TEXT, chunkHeader(event)), clientFrame(OPCODE.BINARY, eio3 ? Buffer.concat([Buffer.from([4]), bytes]) : bytes)]
 }
