@@ -13,7 +13,7 @@
 import type { IncomingMessage } from 'node:http'
 import parseForwarded from 'forwarded-parse'
 import proxyaddr from 'proxy-addr'
-import { requestOf } from './engine.js'
+import { connectionOf, requestOf } from './engine.js'
 import type { PeerSocket } from './protocol.js'
 
 /** Which header trusted proxies forward the client's address in. */
@@ -46,6 +46,7 @@ export function forwardedFor (header: string): string | undefined {
 export class ClientAddresses {
   private readonly trust: (address: string, hop: number) => boolean
   private readonly known = new WeakMap<IncomingMessage, string>()
+  private readonly ofConnection = new WeakMap<object, string>()
 
   /**
    * @param trustProxy hops to trust, or proxies' addresses and CIDRs (comma-separated); none when undefined
@@ -70,9 +71,20 @@ export class ClientAddresses {
     return address
   }
 
-  /** The client's address of a Socket.IO connection, from its Engine.IO handshake. */
+  /**
+   * The client's address of a Socket.IO connection, from its Engine.IO
+   * handshake; read before the request is let go of (engine.ts,
+   * `releaseHandshake`), and kept for the connection's life.
+   */
   ofSocket (socket: PeerSocket): string {
-    return this.of(requestOf(socket))
+    const connection = connectionOf(socket)
+    let address = this.ofConnection.get(connection)
+    if (address === undefined) {
+      const req = requestOf(socket)
+      address = req === undefined ? '' : this.of(req)
+      this.ofConnection.set(connection, address)
+    }
+    return address
   }
 
   /** The request as proxy-addr reads it: the TCP peer, and the forwarded chain in `X-Forwarded-For`'s form. */

@@ -26,7 +26,7 @@
  *   `closeUntaken`, `holdBack`).
  */
 import { EventEmitter } from 'node:events'
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import { ServerResponse, type IncomingMessage } from 'node:http'
 import type { Worker } from 'node:cluster'
 import { Socket } from 'node:net'
 import * as ws from 'ws'
@@ -75,8 +75,8 @@ interface RawReceiver {
 interface EngineSocket extends EventEmitter {
   transport: Transport
   readyState: string
-  /** The handshake request. */
-  request: IncomingMessage
+  /** The handshake request, until `releaseHandshake` lets go of it. */
+  request: IncomingMessage | null
   /** Closes the connection when the peer's heartbeat is late. */
   pingTimeoutTimer?: NodeJS.Timeout | null
   /** Engine.IO 4: whether a packet has put off the current ping's deadline already. */
@@ -474,9 +474,73 @@ function engineConnections (io: SocketServer): EngineSocket[] {
   return Object.values((io.engine as unknown as { clients: Record<string, EngineSocket> }).clients)
 }
 
-/** The Engine.IO handshake request of a connection (its headers and TCP peer). */
-export function requestOf (socket: PeerSocket): IncomingMessage {
-  return engineOf(socket).request
+/**
+ * The Engine.IO handshake request of a connection (its headers and TCP
+ * peer), or undefined once `releaseHandshake` has let go of it.
+ */
+export function requestOf (socket: PeerSocket): IncomingMessage | undefined {
+  return engineOf(socket).request ?? undefined
+}
+
+/** The Engine.IO connection under a socket: the same object for the socket's life, a key for what is known of it. */
+export function connectionOf (socket: PeerSocket): object {
+  return engineOf(socket)
+}
+
+/**
+ * Engine.IO's stand-in for the response to a WebSocket handshake or upgrade
+ * (its `WebSocketResponse`, for middlewares): it keeps the request for the
+ * connection's life, through a `close` listener on the TCP socket. Held here
+ * by TCP socket from the request until the connection is made.
+ */
+const upgradeResponses = new WeakMap<object, { req: IncomingMessage | null }>()
+
+/**
+ * Notes each WebSocket request's stand-in response, so that `releaseHandshake`
+ * can unlink it from its request: a middleware, Engine.IO's public way to
+ * see the response of every request.
+ */
+export function noteUpgradeResponses (io: SocketServer): void {
+  io.engine.use((req: IncomingMessage, res: unknown, next: () => void) => {
+    if (!(res instanceof ServerResponse)) upgradeResponses.set(req.socket, res as { req: IncomingMessage | null })
+    next()
+  })
+}
+
+/** Unlinks the stand-in response of the WebSocket under `conn`, if there is one, from its request. */
+function releaseUpgradeResponse (conn: EngineSocket): void {
+  const raw = conn.transport.socket?._socket
+  if (raw === undefined) return
+  const res = upgradeResponses.get(raw)
+  if (res === undefined) return
+  res.req = null
+  upgradeResponses.delete(raw)
+}
+
+/** Engine.IO calls it with the connection as `this` once a polling connection has moved to its WebSocket. */
+function upgraded (this: EngineSocket): void {
+  releaseUpgradeResponse(this)
+}
+
+/** What a socket's handshake shows of the request's headers and query once the request is let go of: none, and one object for all. */
+const NO_HEADERS = Object.freeze({})
+const NO_QUERY = Object.freeze({})
+
+/**
+ * Lets go of a connected socket's handshake request: its headers, raw
+ * headers and stream state, more than a kilobyte a peer, with Socket.IO's
+ * copy of its headers and query in `socket.handshake` (Socket.IO's own advice
+ * for saving memory), and the request of the WebSocket it runs on or moves
+ * to. Whatever the server needs of the request (the client's address, the
+ * path it came on) is read before.
+ */
+export function releaseHandshake (socket: PeerSocket): void {
+  const conn = engineOf(socket)
+  conn.request = null
+  const { time, address, xdomain, secure, issued, auth } = socket.handshake
+  ;(socket as { handshake: PeerSocket['handshake'] }).handshake = { time, address, xdomain, secure, issued, auth, headers: NO_HEADERS, query: NO_QUERY, url: '' }
+  if (conn.transport.name === 'websocket') releaseUpgradeResponse(conn)
+  else conn.once('upgrade', upgraded)
 }
 
 /**
@@ -486,7 +550,8 @@ export function requestOf (socket: PeerSocket): IncomingMessage {
  */
 export function onEngineConnection (io: SocketServer, addresses: Pick<ClientAddresses, 'of'>, opened: (address: string) => void, closed: (address: string) => void): void {
   io.engine.on('connection', (conn: EngineSocket) => {
-    const ip = addresses.of(conn.request)
+    // a new connection's request is there until Socket.IO has connected it
+    const ip = conn.request === null ? '' : addresses.of(conn.request)
     opened(ip)
     conn.once('close', () => { closed(ip) })
   })

@@ -10,7 +10,7 @@ import { SOCKET_IO_PATH, WEBRTC_STAR_SOCKET_IO_PATH } from './constants.js'
 import type { ClientAddresses } from './client-addresses.js'
 import type { Joins } from './join.js'
 import type { Limits } from './limits.js'
-import { tapStreamChunks } from './engine.js'
+import { noteUpgradeResponses, releaseHandshake, tapStreamChunks } from './engine.js'
 import { logError } from './log.js'
 import { ERRORS, EVENTS, STREAM_EVENT_PREFIX, isRejected, parseDial, parseHandshake, parseJoin, parseLeave, starOf, type Ack, type Chunk, type PeerSocket, type SocketServer, type StreamEventName } from './protocol.js'
 import type { Metrics } from './metrics.js'
@@ -44,6 +44,8 @@ export interface SocketConfig {
 
 /** Handshake requests that came on `/socket.io-next`: only webrtc-star peers join there. */
 const onWebrtcStarPath = new WeakSet<IncomingMessage>()
+/** The connections of those requests, known after their request is let go of. */
+const cameOnWebrtcStarPath = new WeakSet<PeerSocket>()
 
 /**
  * Serves webrtc-star's `/socket.io-next` with the same Engine.IO server as
@@ -97,6 +99,7 @@ export function createSocketServer (http: HttpServer, config: SocketConfig, refu
     }
   })
   if (config.webrtcStar) serveWebrtcStarPath(http)
+  noteUpgradeResponses(io)
   return io
 }
 
@@ -141,7 +144,7 @@ function listenersOf ({ joins, relay, signalling, limits, metrics }: Handlers): 
   const join = guarded(EVENTS.JOIN, metrics, async (socket, args) => {
     const request = parseJoin(args)
     if (isRejected(request)) return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.INVALID_REQUEST)
-    if (request.star !== 'webrtc-star' && onWebrtcStarPath.has(socket.request)) return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.INVALID_MULTIADDR)
+    if (request.star !== 'webrtc-star' && cameOnWebrtcStarPath.has(socket)) return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.INVALID_MULTIADDR)
     if (!limits.allowJoin(socket)) return refuse(socket, EVENTS.JOIN, request.ack, ERRORS.RATE_LIMITED)
     await joins.join(socket, request)
   })
@@ -212,7 +215,11 @@ export function wireSockets (io: SocketServer, handlers: Handlers): void {
   const listeners = listenersOf(handlers)
   const { limits, addresses } = handlers
   io.on('connection', (socket) => {
-    log('[%s] connected over %s from %s', socket.id, socket.conn.transport.name, addresses.ofSocket(socket))
+    // what is needed of the handshake request, read (and kept) before it is let go of
+    const address = addresses.ofSocket(socket)
+    if (onWebrtcStarPath.has(socket.request)) cameOnWebrtcStarPath.add(socket)
+    releaseHandshake(socket)
+    log('[%s] connected over %s from %s', socket.id, socket.conn.transport.name, address)
     limits.opened(socket)
     socket.on(EVENTS.JOIN, listeners.join)
     socket.on(EVENTS.LEAVE, listeners.leave)
