@@ -20,7 +20,8 @@
  *   and the engine's own connection list and events (`engineConnections`,
  *   `onEngineConnection`).
  * - The handshake request of a connection (`requestOf`), from which
- *   client-addresses.ts reads the client's address.
+ *   client-addresses.ts reads the client's address, and letting go of it
+ *   once the connection is made (`releaseHandshake`, `noteUpgradeResponses`).
  * - `--workers`: what @socket.io/sticky and Node's `node:cluster` do not
  *   offer for handing connections to workers (`handOverUnread`,
  *   `closeUntaken`, `holdBack`).

@@ -219,6 +219,8 @@ export function wireSockets (io: SocketServer, handlers: Handlers): void {
     const address = addresses.ofSocket(socket)
     if (onWebrtcStarPath.has(socket.request)) cameOnWebrtcStarPath.add(socket)
     releaseHandshake(socket)
+    // Socket.IO puts each socket in a room of its own id; nothing here sends to a room by id, and the room is a set a peer
+    void socket.leave(socket.id)
     log('[%s] connected over %s from %s', socket.id, socket.conn.transport.name, address)
     limits.opened(socket)
     socket.on(EVENTS.JOIN, listeners.join)
