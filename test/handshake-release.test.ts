@@ -10,9 +10,8 @@ import assert from 'node:assert/strict'
 import { IncomingMessage } from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import { queryObjects } from 'node:v8'
-import { connect, type Client, type ClientVersion } from './helpers/clients.js'
-import { joinWithoutChallenge } from './helpers/join.js'
-import { randomAddress } from './helpers/keys.js'
+import type { Client, ClientVersion } from './helpers/clients.js'
+import { joinedPeer, type Peer } from './helpers/join.js'
 import { startServer } from './helpers/server.js'
 import { makeChunks, relay, send, sha256 } from './helpers/streams.js'
 import { until, within } from './helpers/wait.js'
@@ -26,8 +25,6 @@ function requestsAlive (): number {
   return queryObjects(IncomingMessage, { format: 'count' })
 }
 
-interface Joined { client: Client, address: string }
-
 /** The Engine.IO transport a client is on now, in either client generation. */
 function transportOf (client: Client): string {
   return (client.socket as unknown as { io: { engine: { transport: { name: string } } } }).io.engine.transport.name
@@ -35,25 +32,20 @@ function transportOf (client: Client): string {
 
 describe('what a connection keeps of its handshake request', () => {
   let server: Server
-  const peers: Joined[] = []
+  const clients: Client[] = []
   before(async () => { server = await startServer({ cryptoChallenge: false }) })
   after(async () => {
-    await Promise.all(peers.map(async ({ client }) => { await client.close() }))
+    await Promise.all(clients.map(async (client) => { await client.close() }))
     await server.stop()
   })
 
-  async function join (version: ClientVersion, extra: Record<string, unknown> = {}): Promise<Joined> {
-    const client = await connect(server.url, version, 'websocket', extra)
-    const address = randomAddress()
-    await joinWithoutChallenge(client, address)
-    const peer = { client, address }
-    peers.push(peer)
-    return peer
+  async function join (version: ClientVersion, extra?: Record<string, unknown>): Promise<Peer> {
+    return await joinedPeer(server.url, { version, extra, opened: (client) => { clients.push(client) } })
   }
 
   it('nothing, for WebSocket peers of either client generation, which still relay', async () => {
     const before = requestsAlive()
-    const joined: Joined[] = []
+    const joined: Peer[] = []
     for (const version of ['v2', 'v4'] as const) {
       for (let i = 0; i < PEERS_PER_KIND; i++) joined.push(await join(version))
     }
@@ -73,7 +65,7 @@ describe('what a connection keeps of its handshake request', () => {
 
   it('nothing, for peers that open on polling and move to a WebSocket', async () => {
     const before = requestsAlive()
-    const joined: Joined[] = []
+    const joined: Peer[] = []
     for (const version of ['v2', 'v4'] as const) {
       for (let i = 0; i < PEERS_PER_KIND; i++) joined.push(await join(version, { transports: ['polling', 'websocket'] }))
     }

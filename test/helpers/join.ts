@@ -49,11 +49,13 @@ export interface PeerOptions {
   transport?: Transport
   /** Told of the connection as soon as it is open, before the join (to close it at cleanup whatever happens). */
   opened?: (client: Client) => void
+  /** Merged into the client's options, e.g. `{ transports: ['polling', 'websocket'] }` for a connection that upgrades. */
+  extra?: Record<string, unknown>
 }
 
 /** Connects to `url` and joins a random address without the crypto challenge; resolves with the peer and what its join's ack listed. */
-export async function joinedPeer (url: string, { version = 'v2', transport = 'websocket', opened }: PeerOptions = {}): Promise<Peer & { listed: string[] }> {
-  const client = await connect(url, version, transport)
+export async function joinedPeer (url: string, { version = 'v2', transport = 'websocket', opened, extra }: PeerOptions = {}): Promise<Peer & { listed: string[] }> {
+  const client = await connect(url, version, transport, extra)
   opened?.(client)
   const address = randomAddress()
   const listed = await joinWithoutChallenge(client, address, ` on ${url}`)
