@@ -45,8 +45,8 @@ export function forwardedFor (header: string): string | undefined {
 
 export class ClientAddresses {
   private readonly trust: (address: string, hop: number) => boolean
-  private readonly known = new WeakMap<IncomingMessage, string>()
-  private readonly ofConnection = new WeakMap<object, string>()
+  /** By handshake request, and by Engine.IO connection (which outlives its request). */
+  private readonly known = new WeakMap<object, string>()
 
   /**
    * @param trustProxy hops to trust, or proxies' addresses and CIDRs (comma-separated); none when undefined
@@ -78,11 +78,11 @@ export class ClientAddresses {
    */
   ofSocket (socket: PeerSocket): string {
     const connection = connectionOf(socket)
-    let address = this.ofConnection.get(connection)
+    let address = this.known.get(connection)
     if (address === undefined) {
       const req = requestOf(socket)
       address = req === undefined ? '' : this.of(req)
-      this.ofConnection.set(connection, address)
+      this.known.set(connection, address)
     }
     return address
   }
