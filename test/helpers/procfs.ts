@@ -15,6 +15,8 @@ export function watchRss (pid: number, everyMs = 20): { stop: () => number } {
   const timer = setInterval(() => {
     try { peak = Math.max(peak, rssBytes(pid)) } catch {}
   }, everyMs)
+  // a test that fails before stop() must not be held open by its sampler until the timeout
+  timer.unref()
   return {
     stop: () => {
       clearInterval(timer)
