@@ -99,6 +99,11 @@ interface Process {
   exited: Promise<void>
 }
 
+/** Node.js flags for this server's process, e.g. `BENCH_SERVER_NODE_ARGS=--cpu-prof` to profile it under a scenario. */
+function serverNodeArgs (): string[] {
+  return (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '')
+}
+
 async function launch (name: TargetName, options: TargetOptions): Promise<Process> {
   const crypto = options.cryptoChallenge ?? false
   const port = options.port ?? 0
@@ -106,7 +111,7 @@ async function launch (name: TargetName, options: TargetOptions): Promise<Proces
   const env: NodeJS.ProcessEnv = { ...process.env, DEBUG: '' }
   if (name === 'new') {
     const args = ['--host=127.0.0.1', `--port=${port}`, ...(crypto ? [] : ['--disableCryptoChallenge']), ...(options.args ?? [])]
-    proc = spawn(process.execPath, [NEW_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    proc = spawn(process.execPath, [...serverNodeArgs(), NEW_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   } else {
     // the old CLI reads `--port=0` as "not given"; PORT=0 picks a free port
     const args = ['--host=127.0.0.1', ...(crypto ? [] : ['--disableCryptoChallenge'])]

@@ -61,12 +61,16 @@ const nativeUnmask: Unmask | undefined = (() => {
 /** Below this, a loop is faster than a call into native code. */
 const NATIVE_UNMASK_FROM = 64
 
+/** The mask turned to start at another offset: filled for each call that needs it (unmasking is synchronous). */
+const rotated = Buffer.alloc(4)
+
 /** Unmasks `bytes` in place; `offset` is where they start in their frame's payload. */
 function unmask (bytes: Buffer, mask: Buffer, offset: number): void {
   const shift = offset & 3
   if (nativeUnmask !== undefined && bytes.length >= NATIVE_UNMASK_FROM) {
-    nativeUnmask(bytes, shift === 0 ? mask : Buffer.from([mask[shift], mask[(shift + 1) & 3], mask[(shift + 2) & 3], mask[(shift + 3) & 3]]))
-    return
+    if (shift === 0) return nativeUnmask(bytes, mask)
+    for (let i = 0; i < 4; i++) rotated[i] = mask[(i + shift) & 3]
+    return nativeUnmask(bytes, rotated)
   }
   for (let i = 0; i < bytes.length; i++) bytes[i] ^= mask[(i + shift) & 3]
 }
@@ -114,8 +118,10 @@ export interface ChunkFramesOptions {
  * `maxPayload` as `ws`'s own buffer is.
  */
 export class ChunkFrames {
-  /** Bytes held, starting at a frame's start. */
+  /** Bytes held, from `start` in the first part: a frame's start. */
   private parts: Buffer[] = []
+  /** Where in the first part what is held starts: what was taken before it is not sliced off. */
+  private start = 0
   private held = 0
   /** Bytes of a frame being passed that have not arrived yet: they go to `ws` as they come. */
   private passing: number
@@ -273,7 +279,10 @@ export class ChunkFrames {
   }
 
   private byteAt (offset: number): number {
-    for (const part of this.parts) {
+    const { parts } = this
+    offset += this.start
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i]
       if (offset < part.length) return part[offset]
       offset -= part.length
     }
@@ -290,10 +299,25 @@ export class ChunkFrames {
   private isLastHeader (frame: FrameInfo): boolean {
     const last = this.lastHeader
     if (last?.length !== frame.payloadLength) return false
-    const { mask } = this
-    let offset = frame.headerLength
+    const { mask, parts } = this
+    let offset = this.start + frame.headerLength
+    const first = parts[0]
+    if (offset + last.length <= first.length) {
+      // the usual case, the whole header in one read
+      const m0 = mask[0]
+      const m1 = mask[1]
+      const m2 = mask[2]
+      const m3 = mask[3]
+      let i = 0
+      for (const end = last.length - 3; i < end; i += 4, offset += 4) {
+        if ((first[offset] ^ m0) !== last[i] || (first[offset + 1] ^ m1) !== last[i + 1] ||
+          (first[offset + 2] ^ m2) !== last[i + 2] || (first[offset + 3] ^ m3) !== last[i + 3]) return false
+      }
+      for (; i < last.length; i++, offset++) if ((first[offset] ^ mask[i & 3]) !== last[i]) return false
+      return true
+    }
     let i = 0
-    for (const part of this.parts) {
+    for (const part of parts) {
       if (offset >= part.length) { offset -= part.length; continue }
       for (let j = offset; j < part.length && i < last.length; j++, i++) if ((part[j] ^ mask[i & 3]) !== last[i]) return false
       offset = 0
@@ -307,7 +331,7 @@ export class ChunkFrames {
     const { headerLength, payloadLength } = frame
     const payload = Buffer.allocUnsafe(payloadLength)
     const { mask } = this
-    let offset = headerLength
+    let offset = this.start + headerLength
     let i = 0
     for (const part of this.parts) {
       if (offset >= part.length) { offset -= part.length; continue }
@@ -322,6 +346,17 @@ export class ChunkFrames {
   private takeAttachment (frame: FrameInfo): Chunk {
     this.readMask(frame)
     const { mask } = this
+    const skip = this.eio3 ? 1 : 0
+    const first = this.parts[0]
+    const from = this.start + frame.headerLength + skip
+    const to = this.start + frame.headerLength + frame.payloadLength
+    if (to <= first.length) {
+      // the usual case for small chunks: the whole frame in one read, taken as one slice of it
+      const piece = first.subarray(from, to)
+      unmask(piece, mask, skip)
+      this.drop(frame.headerLength + frame.payloadLength)
+      return piece
+    }
     this.drop(frame.headerLength)
     const pieces = this.takeParts(frame.payloadLength)
     let offset = 0
@@ -344,15 +379,13 @@ export class ChunkFrames {
 
   private drop (n: number): void {
     this.held -= n
-    while (n > 0) {
-      const part = this.parts[0]
-      if (part.length > n) {
-        this.parts[0] = part.subarray(n)
-        return
-      }
+    let at = this.start + n
+    while (at > 0 && at >= this.parts[0].length) {
+      at -= this.parts[0].length
       this.parts.shift()
-      n -= part.length
+      if (this.parts.length === 0) break
     }
+    this.start = this.parts.length === 0 ? 0 : at
   }
 
   /** Removes the first `n` bytes held and returns them as the pieces they were in, uncopied. */
@@ -361,13 +394,16 @@ export class ChunkFrames {
     this.held -= n
     while (n > 0) {
       const part = this.parts[0]
-      if (part.length <= n) {
-        pieces.push(part)
+      const { start } = this
+      const left = part.length - start
+      if (left <= n) {
+        pieces.push(start === 0 ? part : part.subarray(start))
         this.parts.shift()
-        n -= part.length
+        this.start = 0
+        n -= left
       } else {
-        pieces.push(part.subarray(0, n))
-        this.parts[0] = part.subarray(n)
+        pieces.push(part.subarray(start, start + n))
+        this.start = start + n
         n = 0
       }
     }
