@@ -1,7 +1,5 @@
 /** A process measured from outside, through procfs, as an operator would. */
-import type { ChildProcess } from 'node:child_process'
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs'
-import { fileURLToPath, pathToFileURL } from 'node:url'
 
 /** Resident set size of `pid`, in bytes. */
 export function rssBytes (pid: number): number {
@@ -83,33 +81,4 @@ export function tcpConnectionsOf (pid: number, port: number): string[] {
     }
   }
   return remotes
-}
-
-const LIVE_MEMORY_SCRIPT = fileURLToPath(new URL('../../../test/fixtures/live-memory.mjs', import.meta.url))
-
-/** The environment that lets `liveBytes` measure a server started with it. */
-export const LIVE_MEMORY_ENV = { NODE_OPTIONS: `--expose-gc --import=${pathToFileURL(LIVE_MEMORY_SCRIPT).href}` }
-
-/**
- * What a process started with `LIVE_MEMORY_ENV` holds once all its garbage is
- * collected (V8 heap used plus memory outside it, such as Buffers), as it
- * prints it on `stderr` when signalled.
- */
-export async function liveBytes (proc: ChildProcess, patienceMs = 30_000): Promise<number> {
-  const stderr = proc.stderr
-  if (stderr === null) throw new Error('the process has no stderr to read')
-  return await new Promise<number>((resolve, reject) => {
-    let seen = ''
-    const guard = setTimeout(() => { done(); reject(new Error(`no live-memory line from ${String(proc.pid)} within ${patienceMs} ms`)) }, patienceMs)
-    const onData = (chunk: Buffer | string): void => {
-      seen += chunk.toString()
-      const match = /# live-memory (\d+)\n/.exec(seen)
-      if (match?.[1] === undefined) return
-      done()
-      resolve(Number(match[1]))
-    }
-    const done = (): void => { clearTimeout(guard); stderr.off('data', onData) }
-    stderr.on('data', onData)
-    proc.kill('SIGUSR2')
-  })
 }
